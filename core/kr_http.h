@@ -94,9 +94,10 @@ int kr_http_respond_body(kr_http_req_t *req, kr_buf_t *buf);
 int kr_http_respond_end(kr_http_req_t *req);
 /* Bytes queued on the connection and not yet written (0 when closed). A streaming producer
  * stops above its chunk budget and asks for a drain callback, fired once when the queue
- * has been written out (or with req->conn == NULL if the connection closed). */
+ * has been written out, or with req->conn == NULL if the connection closes first. Returns 0,
+ * or KR_ECLOSED (and never calls cb) when the connection is already gone. */
 size_t kr_http_req_queued(const kr_http_req_t *req);
-void kr_http_req_on_drain(kr_http_req_t *req, kr_http_drain_cb cb, void *ud);
+int kr_http_req_on_drain(kr_http_req_t *req, kr_http_drain_cb cb, void *ud);
 
 /* The standard reason phrase of a status code ("Not Found"). */
 const char *kr_http_reason(int status);

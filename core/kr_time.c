@@ -15,8 +15,15 @@ void kr_time_iso(int64_t ms, char out[KR_ISO_TS_LEN + 1])
     time_t secs = (time_t)(ms / 1000);
     struct tm tm;
     gmtime_r(&secs, &tm);
-    snprintf(out, KR_ISO_TS_LEN + 1, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
-             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(ms % 1000));
+    /* strftime bounds every field, so the fixed width is guaranteed (no truncation). */
+    size_t n = strftime(out, KR_ISO_TS_LEN + 1, "%Y-%m-%dT%H:%M:%S", &tm);
+    unsigned frac = (unsigned)(ms % 1000);
+    out[n] = '.';
+    out[n + 1] = (char)('0' + frac / 100);
+    out[n + 2] = (char)('0' + frac / 10 % 10);
+    out[n + 3] = (char)('0' + frac % 10);
+    out[n + 4] = 'Z';
+    out[n + 5] = '\0';
 }
 
 static const char wday_names[7][4] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
@@ -27,9 +34,14 @@ void kr_time_http_date(time_t t, char out[KR_HTTP_DATE_LEN + 1])
 {
     struct tm tm;
     gmtime_r(&t, &tm);
-    snprintf(out, KR_HTTP_DATE_LEN + 1, "%s, %02d %s %04d %02d:%02d:%02d GMT", wday_names[tm.tm_wday],
-             tm.tm_mday, month_names[tm.tm_mon], tm.tm_year + 1900, tm.tm_hour, tm.tm_min,
-             tm.tm_sec);
+    /* Day and month names are fixed English (not the locale's), the rest via strftime. */
+    memcpy(out, wday_names[tm.tm_wday], 3);
+    out[3] = ',';
+    out[4] = ' ';
+    strftime(out + 5, 3, "%d", &tm);
+    out[7] = ' ';
+    memcpy(out + 8, month_names[tm.tm_mon], 3);
+    strftime(out + 11, KR_HTTP_DATE_LEN + 1 - 11, " %Y %H:%M:%S GMT", &tm);
 }
 
 int kr_time_parse_http_date(const char *s, size_t len, time_t *t)

@@ -1,0 +1,103 @@
+/* kr_conn.h: one accepted TCP connection.
+ *
+ * Owns the uv_tcp_t, the read buffer (capped) and the output queue (kr_outq_t). What the
+ * bytes mean is decided by a protocol ops table (HTTP first; a WebSocket upgrade swaps it):
+ * the connection calls proto->on_read when bytes arrive, proto->on_drain when everything
+ * queued has been written, proto->on_timeout when its deadline passes and proto->on_close
+ * once when it starts closing. Producers only append to the output queue; the server
+ * flushes every pending connection once per loop turn with one writev (architecture rule 3).
+ *
+ * Lifecycle (rule 1): kr_conn_close() is idempotent: it marks CLOSING, stops reading, calls
+ * proto->on_close and uv_close()s the socket. The memory goes when the close callback has run
+ * and no reference (kr_conn_ref) is left, so a caller that holds a reference may touch the
+ * struct after a close, but must check kr_conn_is_closing() first.
+ */
+#ifndef KR_CONN_H
+#define KR_CONN_H
+
+#include "kr_buf.h"
+#include "kr_list.h"
+
+typedef struct kr_conn_s kr_conn_t;
+typedef struct kr_server_s kr_server_t;
+
+typedef struct kr_conn_proto_s {
+    const char *name;
+    /* New bytes are in c->rbuf[0..c->rlen); consume them with kr_conn_consume. */
+    void (*on_read)(kr_conn_t *c);
+    /* The peer closed its side (EOF) while the connection was open. NULL: close. */
+    void (*on_eof)(kr_conn_t *c);
+    /* The output queue became empty after a write. May be NULL. */
+    void (*on_drain)(kr_conn_t *c);
+    /* c->deadline_ms passed. May be NULL: close. */
+    void (*on_timeout)(kr_conn_t *c);
+    /* The connection is closing: release protocol state. Called exactly once. */
+    void (*on_close)(kr_conn_t *c);
+} kr_conn_proto_t;
+
+typedef enum kr_conn_state_e { KR_CONN_OPEN = 0, KR_CONN_CLOSING, KR_CONN_CLOSED } kr_conn_state_e;
+
+struct kr_conn_s {
+    uv_tcp_t tcp;
+    kr_server_t *server;
+    uint64_t id;
+    kr_conn_state_e state;
+    uint32_t refs;
+    const kr_conn_proto_t *proto;
+    void *proto_data;
+    /* input */
+    char *rbuf;
+    size_t rlen, rcap, rmax; /* rmax: the read buffer never grows past this */
+    int reading;             /* uv_read_start is active */
+    int want_read;           /* the protocol wants input (reading may still be paused by a full buffer) */
+    /* output */
+    kr_outq_t outq;
+    size_t inflight; /* bytes handed to an uv_write that has not called back */
+    uv_write_t wreq;
+    int close_after_flush; /* close (gracefully) once the queue is written */
+    int lingering;         /* shut down our side; reading and discarding until EOF */
+    uint64_t deadline_ms;  /* loop time at which on_timeout fires; 0 = none */
+    kr_list_t link;        /* server->conns */
+    kr_list_t pending;     /* server->pending_writes */
+    char remote_addr[64];
+};
+
+/* Called by the server's listener: accepts one connection on server with the given
+ * protocol. Returns the connection (reading) or NULL if accept failed. */
+kr_conn_t *kr_conn_accept(kr_server_t *server, uv_stream_t *listener, const kr_conn_proto_t *proto);
+
+void kr_conn_ref(kr_conn_t *c);
+void kr_conn_unref(kr_conn_t *c);
+static inline int kr_conn_is_closing(const kr_conn_t *c)
+{
+    return c->state != KR_CONN_OPEN;
+}
+
+/* Drops n consumed bytes from the front of the read buffer. */
+void kr_conn_consume(kr_conn_t *c, size_t n);
+/* Starts or pauses reading on behalf of the protocol. */
+void kr_conn_read_start(kr_conn_t *c);
+void kr_conn_read_stop(kr_conn_t *c);
+
+/* Appends to the output queue (buf is taken) and schedules a flush in this loop turn.
+ * On a closing connection the buffer is released and KR_ECLOSED returned. */
+int kr_conn_write(kr_conn_t *c, kr_buf_t *buf);
+int kr_conn_write_copy(kr_conn_t *c, const void *p, size_t n);
+/* Bytes queued or in flight. */
+static inline size_t kr_conn_queued(const kr_conn_t *c)
+{
+    return c->outq.bytes;
+}
+
+/* Closes once everything queued is written: shut down the write side, discard input until
+ * the peer closes or a short linger time passes, then close. */
+void kr_conn_close_after_flush(kr_conn_t *c);
+/* Closes now (idempotent); queued bytes are dropped. */
+void kr_conn_close(kr_conn_t *c, const char *reason);
+
+/* Internal to the server: write out c's queue (one try_write, the rest in one uv_write). */
+void kr__conn_flush(kr_conn_t *c);
+/* Internal to the server: called from the server's sweep when the deadline passed. */
+void kr__conn_timeout(kr_conn_t *c);
+
+#endif

@@ -1,0 +1,295 @@
+/* kr_server.c: listeners, the per-turn flush, the deadline sweep, signals and graceful
+ * shutdown (see kr_server.h). */
+#include "kr_server.h"
+#include "kr_log.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <unistd.h>
+
+#define SWEEP_MS 100
+
+extern const kr_conn_proto_t kr_http_proto; /* kr_http.c: the protocol of new connections */
+
+void kr_server_init(kr_server_t *s, uv_loop_t *loop)
+{
+    memset(s, 0, sizeof(*s));
+    s->loop = loop;
+    kr_http_limits_default(&s->limits);
+    s->shutdown_grace_ms = 10000;
+    kr_list_init(&s->conns);
+    kr_list_init(&s->pending_writes);
+    s->started_ms = uv_now(loop);
+}
+
+const char *kr_server_date(kr_server_t *s)
+{
+    time_t now = time(NULL);
+    if (now != s->date_secs) {
+        s->date_secs = now;
+        kr_time_http_date(now, s->date);
+    }
+    return s->date;
+}
+
+/* ---- listeners -------------------------------------------------------------------------- */
+
+static void on_connection(uv_stream_t *listener, int status)
+{
+    kr_listener_t *l = listener->data;
+    if (status != 0) {
+        KR_LOG(KR_LOG_WARN, "server", "accept on %s:%d failed: %s", l->host, l->port,
+               uv_strerror(status));
+        return;
+    }
+    if (l->server->stopping)
+        return;
+    kr_conn_t *c = kr_conn_accept(l->server, listener, &kr_http_proto);
+    if (c != NULL) /* a client that sends nothing is dropped after the header timeout */
+        c->deadline_ms = uv_now(l->server->loop) + l->server->limits.header_timeout_ms;
+}
+
+int kr_server_listen(kr_server_t *s, const char *host, int port)
+{
+    if (s->nlisteners == KR_MAX_LISTENERS)
+        return KR_ELIMIT;
+    union {
+        struct sockaddr_in v4;
+        struct sockaddr_in6 v6;
+        struct sockaddr sa;
+    } addr;
+    int err;
+    if (strchr(host, ':') != NULL)
+        err = uv_ip6_addr(host, port, &addr.v6);
+    else
+        err = uv_ip4_addr(host, port, &addr.v4);
+    if (err != 0)
+        return err;
+    kr_listener_t *l = kr_calloc(1, sizeof(*l));
+    l->server = s;
+    snprintf(l->host, sizeof(l->host), "%s", host);
+    uv_tcp_init(s->loop, &l->tcp);
+    l->tcp.data = l;
+    err = uv_tcp_bind(&l->tcp, &addr.sa, 0);
+    if (err == 0)
+        err = uv_listen((uv_stream_t *)&l->tcp, 1024, on_connection);
+    if (err != 0) {
+        uv_close((uv_handle_t *)&l->tcp, (uv_close_cb)kr_free);
+        return err;
+    }
+    struct sockaddr_storage bound;
+    int len = sizeof(bound);
+    uv_tcp_getsockname(&l->tcp, (struct sockaddr *)&bound, &len);
+    l->port = ntohs(bound.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&bound)->sin6_port
+                                                : ((struct sockaddr_in *)&bound)->sin_port);
+    s->listeners[s->nlisteners++] = l;
+    KR_LOG(KR_LOG_INFO, "server", "listening on http://%s%s%s:%d", strchr(host, ':') ? "[" : "",
+           host, strchr(host, ':') ? "]" : "", l->port);
+    return 0;
+}
+
+int kr_server_write_port_file(kr_server_t *s, const char *path)
+{
+    char tmp[4096];
+    snprintf(tmp, sizeof(tmp), "%s.tmp.%d", path, (int)getpid());
+    FILE *f = fopen(tmp, "w");
+    if (f == NULL)
+        return -errno;
+    for (unsigned i = 0; i < s->nlisteners; i++)
+        fprintf(f, "%d\n", s->listeners[i]->port);
+    if (fclose(f) != 0 || rename(tmp, path) != 0) {
+        int err = -errno;
+        (void)unlink(tmp); /* best effort: the error that matters is returned */
+        return err;
+    }
+    return 0;
+}
+
+/* ---- the loop turn: tick hook, then one flush per pending connection -------------------- */
+
+void kr__server_want_flush(kr_server_t *s, kr_conn_t *c)
+{
+    if (!kr_list_linked(&c->pending))
+        kr_list_insert_tail(&s->pending_writes, &c->pending);
+}
+
+/* The idle handle only exists to make poll return at once; its callback does nothing. */
+static void noop_idle(uv_idle_t *h)
+{
+    KR_UNUSED(h);
+}
+
+void kr__server_wake(kr_server_t *s)
+{
+    if (!uv_is_active((uv_handle_t *)&s->idle))
+        uv_idle_start(&s->idle, noop_idle);
+}
+
+static void on_check(uv_check_t *h)
+{
+    kr_server_t *s = h->data;
+    if (s->tick)
+        s->tick(s, s->tick_ud);
+    /* Flush: take the list first, since a flush can queue new work (a drain callback that
+     * answers the next pipelined request) which then waits for the next turn. */
+    kr_list_t batch;
+    kr_list_init(&batch);
+    kr_list_move_all(&s->pending_writes, &batch);
+    while (!kr_list_empty(&batch)) {
+        kr_conn_t *c = kr_container_of(batch.next, kr_conn_t, pending);
+        kr_list_remove(&c->pending);
+        kr_conn_ref(c);
+        kr__conn_flush(c);
+        kr_conn_unref(c);
+    }
+    int more = !kr_list_empty(&s->pending_writes) || (s->tick_pending && s->tick_pending(s->tick_ud));
+    if (more)
+        kr__server_wake(s);
+    else if (uv_is_active((uv_handle_t *)&s->idle))
+        uv_idle_stop(&s->idle);
+}
+
+static void on_sweep(uv_timer_t *t)
+{
+    kr_server_t *s = t->data;
+    uint64_t now = uv_now(s->loop);
+    kr_list_t *it = s->conns.next;
+    while (it != &s->conns) {
+        kr_conn_t *c = kr_container_of(it, kr_conn_t, link);
+        kr_conn_ref(c);
+        if (c->deadline_ms != 0 && c->deadline_ms <= now && !kr_conn_is_closing(c))
+            kr__conn_timeout(c);
+        it = it->next;
+        kr_conn_unref(c); /* the closed callback unlinks, never inside this walk */
+    }
+}
+
+/* ---- signals and shutdown --------------------------------------------------------------- */
+
+static void on_signal(uv_signal_t *h, int signum)
+{
+    kr_server_t *s = h->data;
+    if (signum == SIGHUP) {
+        KR_LOG(KR_LOG_INFO, "server", "SIGHUP: reloading scripts");
+        if (s->on_reload)
+            s->on_reload(s, s->reload_ud);
+        return;
+    }
+    if (s->stopping) {
+        KR_LOG(KR_LOG_WARN, "server", "second signal: stopping now");
+        s->shutdown_grace_ms = 0; /* the next grace tick closes everything */
+        return;
+    }
+    KR_LOG(KR_LOG_INFO, "server", "%s: shutting down", signum == SIGINT ? "SIGINT" : "SIGTERM");
+    kr_server_shutdown(s);
+}
+
+static void close_all(kr_server_t *s)
+{
+    kr_list_t *it = s->conns.next;
+    while (it != &s->conns) {
+        kr_conn_t *c = kr_container_of(it, kr_conn_t, link);
+        it = it->next;
+        kr_conn_close(c, "server stopping");
+    }
+}
+
+static void stop_handles(kr_server_t *s)
+{
+    if (!s->started || s->handles_closed)
+        return;
+    s->handles_closed = 1;
+    uv_timer_stop(&s->sweep);
+    uv_timer_stop(&s->grace);
+    uv_close((uv_handle_t *)&s->sweep, NULL);
+    uv_close((uv_handle_t *)&s->grace, NULL);
+    uv_close((uv_handle_t *)&s->check, NULL);
+    uv_close((uv_handle_t *)&s->idle, NULL);
+    uv_close((uv_handle_t *)&s->sig_int, NULL);
+    uv_close((uv_handle_t *)&s->sig_term, NULL);
+    uv_close((uv_handle_t *)&s->sig_hup, NULL);
+}
+
+/* Polls while requests finish: each tick closes connections that went idle, and ends the
+ * grace period early once nothing is running. */
+static void on_grace_tick(uv_timer_t *t)
+{
+    kr_server_t *s = t->data;
+    uint64_t waited = uv_now(s->loop) - s->shutdown_started_ms;
+    int busy = s->busy ? s->busy(s->busy_ud) : 0;
+    kr_list_t *it = s->conns.next;
+    int open = 0;
+    while (it != &s->conns) {
+        kr_conn_t *c = kr_container_of(it, kr_conn_t, link);
+        it = it->next;
+        if (!kr_conn_is_closing(c))
+            open++;
+    }
+    if ((!busy && open == 0) || waited >= s->shutdown_grace_ms) {
+        if (busy || open)
+            KR_LOG(KR_LOG_WARN, "server", "grace period over: closing %d connection(s)", open);
+        close_all(s);
+        if (s->on_final)
+            s->on_final(s, s->final_ud);
+        stop_handles(s);
+        return;
+    }
+}
+
+void kr_server_shutdown(kr_server_t *s)
+{
+    if (s->stopping)
+        return;
+    s->stopping = 1;
+    for (unsigned i = 0; i < s->nlisteners; i++)
+        uv_close((uv_handle_t *)&s->listeners[i]->tcp, (uv_close_cb)kr_free);
+    s->nlisteners = 0;
+    if (s->on_stop)
+        s->on_stop(s, s->stop_ud);
+    /* Idle HTTP connections go now; busy ones close after their response (kr_http checks
+     * s->stopping when a response ends). */
+    kr_list_t *it = s->conns.next;
+    while (it != &s->conns) {
+        kr_conn_t *c = kr_container_of(it, kr_conn_t, link);
+        it = it->next;
+        kr_conn_ref(c);
+        if (!kr_conn_is_closing(c) && c->proto->on_drain != NULL)
+            c->proto->on_drain(c); /* lets the protocol close a connection with nothing running */
+        kr_conn_unref(c);
+    }
+    s->shutdown_started_ms = uv_now(s->loop);
+    uv_timer_start(&s->grace, on_grace_tick, 0, 50);
+}
+
+int kr_server_start(kr_server_t *s)
+{
+    s->started = 1;
+    uv_check_init(s->loop, &s->check);
+    s->check.data = s;
+    uv_check_start(&s->check, on_check);
+    uv_idle_init(s->loop, &s->idle);
+    s->idle.data = s;
+    uv_timer_init(s->loop, &s->sweep);
+    s->sweep.data = s;
+    uv_timer_start(&s->sweep, on_sweep, SWEEP_MS, SWEEP_MS);
+    uv_timer_init(s->loop, &s->grace);
+    s->grace.data = s;
+    uv_signal_init(s->loop, &s->sig_int);
+    uv_signal_init(s->loop, &s->sig_term);
+    uv_signal_init(s->loop, &s->sig_hup);
+    s->sig_int.data = s->sig_term.data = s->sig_hup.data = s;
+    uv_signal_start(&s->sig_int, on_signal, SIGINT);
+    uv_signal_start(&s->sig_term, on_signal, SIGTERM);
+    uv_signal_start(&s->sig_hup, on_signal, SIGHUP);
+    return 0;
+}
+
+void kr_server_dispose(kr_server_t *s)
+{
+    close_all(s);
+    for (unsigned i = 0; i < s->nlisteners; i++)
+        uv_close((uv_handle_t *)&s->listeners[i]->tcp, (uv_close_cb)kr_free);
+    s->nlisteners = 0;
+    stop_handles(s);
+    uv_run(s->loop, UV_RUN_DEFAULT);
+}
