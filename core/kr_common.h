@@ -24,7 +24,8 @@
 
 #define KR_UNUSED(x) ((void)(x))
 #define KR_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
-#define kr_container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
+#define kr_container_of(ptr, type, member)                                                         \
+    ((type *)(void *)((char *)(ptr)-offsetof(type, member)))
 #define kr_likely(x) __builtin_expect(!!(x), 1)
 #define kr_unlikely(x) __builtin_expect(!!(x), 0)
 

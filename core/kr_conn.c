@@ -71,6 +71,53 @@ kr_conn_t *kr_conn_accept(kr_server_t *s, uv_stream_t *listener, const kr_conn_p
     return c;
 }
 
+kr_conn_t *kr__conn_new_detached(kr_server_t *s, const kr_conn_proto_t *proto)
+{
+    kr_conn_t *c = kr_calloc(1, sizeof(*c));
+    c->server = s;
+    c->proto = proto;
+    c->rmax = 64 * 1024;
+    c->detached = 1;
+    kr_outq_init(&c->outq);
+    kr_list_init(&c->link);
+    kr_list_init(&c->pending);
+    uv_tcp_init(s->loop, &c->tcp);
+    c->tcp.data = c;
+    snprintf(c->remote_addr, sizeof(c->remote_addr), "127.0.0.1");
+    c->id = ++s->next_conn_id;
+    kr_list_insert_tail(&s->conns, &c->link);
+    s->stats.connections_total++;
+    s->stats.connections_open++;
+    c->want_read = 1;
+    return c;
+}
+
+size_t kr__conn_feed(kr_conn_t *c, const void *data, size_t len)
+{
+    if (kr_conn_is_closing(c) || c->lingering || !c->want_read)
+        return 0;
+    size_t room = c->rmax - c->rlen;
+    if (len > room)
+        len = room;
+    if (len == 0)
+        return 0;
+    if (c->rcap < c->rlen + len) {
+        size_t cap = c->rcap ? c->rcap : 1024;
+        while (cap < c->rlen + len)
+            cap *= 2;
+        if (cap > c->rmax)
+            cap = c->rmax;
+        c->rbuf = kr_realloc(c->rbuf, cap);
+        c->rcap = cap;
+    }
+    memcpy(c->rbuf + c->rlen, data, len);
+    c->rlen += len;
+    kr_conn_ref(c);
+    c->proto->on_read(c);
+    kr_conn_unref(c);
+    return len;
+}
+
 /* ---- reading ---------------------------------------------------------------------------- */
 
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
@@ -92,6 +139,8 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 /* Starts the libuv read when the protocol wants input and the buffer has room. */
 static void update_reading(kr_conn_t *c)
 {
+    if (c->detached)
+        return; /* no socket: kr__conn_feed drives the input */
     int should = c->state == KR_CONN_OPEN && (c->want_read || c->lingering) &&
                  (c->rlen < c->rmax || c->lingering);
     if (should && !c->reading) {
@@ -200,6 +249,10 @@ static void drained(kr_conn_t *c)
     if (c->close_after_flush) {
         if (c->lingering)
             return;
+        if (c->detached) {
+            c->lingering = 1; /* nothing to shut down: stop taking input */
+            return;
+        }
         uv_shutdown_t *req = kr_malloc(sizeof(*req));
         req->data = c;
         kr_conn_ref(c);
@@ -239,7 +292,7 @@ static void on_write_done(uv_write_t *req, int status)
 
 void kr__conn_flush(kr_conn_t *c)
 {
-    if (kr_conn_is_closing(c) || c->inflight > 0)
+    if (kr_conn_is_closing(c) || c->inflight > 0 || c->detached)
         return;
     while (!kr_outq_empty(&c->outq)) {
         uv_buf_t iov[MAX_IOV];
@@ -283,7 +336,7 @@ void kr_conn_close_after_flush(kr_conn_t *c)
     c->close_after_flush = 1;
     c->want_read = 0;
     update_reading(c);
-    if (kr_outq_empty(&c->outq) && c->inflight == 0)
+    if ((kr_outq_empty(&c->outq) && c->inflight == 0) || c->detached)
         drained(c);
     else
         kr__server_want_flush(c->server, c);

@@ -56,6 +56,7 @@ struct kr_conn_s {
     uv_write_t wreq;
     int close_after_flush; /* close (gracefully) once the queue is written */
     int lingering;         /* shut down our side; reading and discarding until EOF */
+    int detached;          /* no socket (tests, fuzzing) */
     uint64_t deadline_ms;  /* loop time at which on_timeout fires; 0 = none */
     kr_list_t link;        /* server->conns */
     kr_list_t pending;     /* server->pending_writes */
@@ -94,6 +95,13 @@ static inline size_t kr_conn_queued(const kr_conn_t *c)
 void kr_conn_close_after_flush(kr_conn_t *c);
 /* Closes now (idempotent); queued bytes are dropped. */
 void kr_conn_close(kr_conn_t *c, const char *reason);
+
+/* For unit tests and fuzz targets: a connection with no socket behind it (its uv_tcp_t is
+ * initialised but never connected; nothing is ever written). Feed it input with
+ * kr__conn_feed, which appends up to the read-buffer limit and runs the protocol as a read
+ * would; returns how many bytes were taken. Queued output stays in c->outq. */
+kr_conn_t *kr__conn_new_detached(kr_server_t *server, const kr_conn_proto_t *proto);
+size_t kr__conn_feed(kr_conn_t *c, const void *data, size_t len);
 
 /* Internal to the server: write out c's queue (one try_write, the rest in one uv_write). */
 void kr__conn_flush(kr_conn_t *c);

@@ -53,6 +53,7 @@ typedef struct http_conn_s {
     int saw_cl, saw_te, expect_continue;
     kr_sbuf_t body;
     int has_body;
+    char last_byte; /* last byte given to the parser by the previous execute */
 } http_conn_t;
 
 static llhttp_settings_t parser_settings;
@@ -212,9 +213,12 @@ static int on_header_value(llhttp_t *p, const char *at, size_t len)
         return reject(p, 400, "empty header name");
     if (count_head(hc, len))
         return reject(p, 431, "request headers too large");
-    /* A CR or LF inside a value means an obs-fold continuation line: RFC 9112 lets a server
-     * reject it, and accepting it is a smuggling vector (CVE-2024-27982 family). */
-    if (memchr(at, '\r', len) || memchr(at, '\n', len))
+    /* llhttp 8.1 accepts obs-fold: a continuation line arrives as another value span that
+     * starts right after the LF. RFC 9112 lets a server reject it, and accepting it is a
+     * smuggling vector (CVE-2024-27982 family). The byte before `at` is in the read buffer,
+     * or was the last byte of the previous parse call. */
+    char before = at > hc->conn->rbuf ? at[-1] : hc->last_byte;
+    if (before == '\n' || memchr(at, '\r', len) || memchr(at, '\n', len))
         return reject(p, 400, "folded header line");
     kr_sbuf_append(&hc->arena, at, len);
     return 0;
@@ -661,6 +665,8 @@ static void process_input(http_conn_t *hc)
                 llhttp_resume_after_upgrade(&hc->parser);
             else
                 llhttp_resume(&hc->parser);
+            if (used > 0)
+                hc->last_byte = c->rbuf[used - 1];
             kr_conn_consume(c, used);
             kr_http_req_t *req = hc->ready;
             hc->ready = NULL;
@@ -674,6 +680,8 @@ static void process_input(http_conn_t *hc)
             send_error(hc, status, why ? why : llhttp_errno_name(err));
             break;
         }
+        if (used > 0)
+            hc->last_byte = c->rbuf[used - 1];
         kr_conn_consume(c, used);
         if (c->rlen == 0 && hc->phase == PHASE_IDLE)
             break;

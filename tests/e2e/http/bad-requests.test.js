@@ -35,8 +35,16 @@ test('malformed request line: 400', async () => {
   await expectRejected('this is not http\r\n\r\n', 400);
 });
 
-test('request line without a version: 400', async () => {
-  await expectRejected('GET /hello\r\nHost: x\r\n\r\n', 400);
+test('request line without a version (HTTP/0.9 style): 400 or 505', async () => {
+  const raw = await rawRequest(srv.port, 'GET /hello\r\nHost: x\r\n\r\n');
+  const st = firstStatus(raw.data);
+  assert.ok(st === 400 || st === 505, `status ${st}: ${JSON.stringify(raw.data.toString('latin1').slice(0, 200))}`);
+  assert.equal(raw.closed, true);
+  assert.equal((await request(srv.port, { path: '/hello' })).status, 200);
+});
+
+test('unsupported HTTP version: 505', async () => {
+  await expectRejected('GET /hello HTTP/2.0\r\nHost: x\r\n\r\n', 505);
 });
 
 test('both Content-Length and Transfer-Encoding: 400', async () => {
@@ -130,4 +138,38 @@ test('a TLS ClientHello on the plain port: 400 or a close, never a crash', async
   const st = firstStatus(raw.data);
   assert.ok(st === null || st === 400, `status ${st}`);
   assert.equal((await request(srv.port, { path: '/hello' })).status, 200);
+});
+
+// A lower body limit set by the script (kr.limits{ max_body_bytes }), so the limit can be
+// crossed by bodies that are actually sent, both with Content-Length and chunked.
+test('kr.limits{ max_body_bytes }: bodies over it get 413, bodies at it are served', async (t) => {
+  const small = await startServer({
+    script: 'kr.limits{ max_body_bytes = 1024 }\n' +
+      'kr.map_route("GET", "/hello", function(req, res) res:text("hi") end)\n' +
+      'kr.map_route("POST", "/len", function(req, res) res:text(tostring(#(req.body or ""))) end)\n',
+  });
+  t.after(() => small.stop());
+  const post = (extra, body) => rawRequest(small.port, `POST /len HTTP/1.1\r\nHost: x\r\n${extra}\r\n${body}`);
+
+  const at = await post('Connection: close\r\nContent-Length: 1024\r\n', 'a'.repeat(1024));
+  assert.equal(firstStatus(at.data), 200);
+  assert.equal(parseAll(at.data)[0].text, '1024');
+
+  const over = await post('Content-Length: 1025\r\n', 'a'.repeat(1025));
+  assert.equal(firstStatus(over.data), 413, over.data.toString('latin1').slice(0, 200));
+  assert.equal(over.closed, true);
+
+  let chunks = '';
+  for (let i = 0; i < 5; i++) chunks += `100\r\n${'b'.repeat(256)}\r\n`;
+  const chunked = await post('Transfer-Encoding: chunked\r\n', `${chunks}0\r\n\r\n`);
+  assert.equal(firstStatus(chunked.data), 413, chunked.data.toString('latin1').slice(0, 200));
+  assert.equal(chunked.closed, true);
+
+  let four = '';
+  for (let i = 0; i < 4; i++) four += `100\r\n${'c'.repeat(256)}\r\n`;
+  const chunkedAt = await post('Connection: close\r\nTransfer-Encoding: chunked\r\n', `${four}0\r\n\r\n`);
+  assert.equal(firstStatus(chunkedAt.data), 200);
+  assert.equal(parseAll(chunkedAt.data)[0].text, '1024');
+
+  assert.equal((await request(small.port, { path: '/hello' })).body, 'hi');
 });

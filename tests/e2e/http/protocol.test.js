@@ -189,3 +189,39 @@ test('a response to a request on a connection the client already closed does not
   const again = await rawRequest(srv.port, GET('/hello', 'Connection: close\r\n'));
   assert.equal(parseAll(again.data)[0].text, 'hi');
 });
+
+test('keep-alive and pipelining continue after a handler error', async () => {
+  const c = await conn();
+  try {
+    c.write(GET('/boom') + GET('/hello'));
+    const rs = await c.readResponses(2);
+    assert.deepEqual(rs.map((r) => r.status), [500, 200]);
+    assert.equal(rs[1].text, 'hi');
+  } finally { c.close(); }
+});
+
+test('a 1 MiB response from Lua, pipelined with small ones', async () => {
+  const c = await conn();
+  try {
+    c.write(GET('/big') + GET('/hello') + GET('/big') + GET('/fast'));
+    const rs = await c.readResponses(4, { timeoutMs: 10000 });
+    const expected = '0123456789abcdef'.repeat(65536);
+    assert.equal(rs[0].body.length, 1 << 20);
+    assert.ok(rs[0].text === expected, 'first big body intact');
+    assert.equal(rs[1].text, 'hi');
+    assert.ok(rs[2].text === expected, 'second big body intact');
+    assert.equal(rs[3].text, 'fast');
+  } finally { c.close(); }
+});
+
+test('a slow reader still gets the whole 1 MiB response', async () => {
+  const c = await conn();
+  try {
+    c.sock.pause();
+    c.write(GET('/big'));
+    await sleep(300);
+    c.sock.resume();
+    const r = await c.readResponse({ timeoutMs: 10000 });
+    assert.equal(r.body.length, 1 << 20);
+  } finally { c.close(); }
+});

@@ -2,7 +2,7 @@
 // The res object, 204 for silence, 500 for errors, Date and Server everywhere (lua-api.md section 3).
 const { test, before, after } = require('node:test');
 const assert = require('node:assert/strict');
-const { startServer, request, assertCommonHeaders } = require('../lib/server');
+const { startServer, request, rawRequest, parseAll, assertCommonHeaders } = require('../lib/server');
 
 let srv;
 before(async () => { srv = await startServer({ scripts: ['response.lua'] }); });
@@ -187,4 +187,21 @@ test('Date and Server on every kind of response', async () => {
   const r = await request(srv.port, { method: 'DELETE', path: '/hello' });
   assert.equal(r.status, 405);
   assertCommonHeaders(r.headers, 'on 405');
+});
+
+test('res:json of a table with a cycle is a programming error: 500', async () => {
+  await expect500('/res/json-cycle');
+  assert.equal((await get('/hello')).status, 200);
+});
+
+test('CR/LF in a header value cannot inject a header (500 or sanitised)', async () => {
+  for (const p of ['/res/header-crlf', '/res/redirect-crlf']) {
+    const raw = await rawRequest(srv.port, `GET ${p} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`);
+    const text = raw.data.toString('latin1');
+    assert.doesNotMatch(text, /\r\nInjected:/i, `${p}: ${JSON.stringify(text)}`);
+    const [r] = parseAll(raw.data);
+    assert.ok(r, `${p}: a response`);
+    assert.equal(r.headers.injected, undefined);
+  }
+  assert.equal((await get('/hello')).status, 200);
 });

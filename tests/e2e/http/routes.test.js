@@ -128,3 +128,21 @@ test('the query string does not take part in matching', async () => {
   assert.equal(r.status, 200);
   assert.equal(r.body, 'hi');
 });
+
+// ASP.NET Core routing conventions the contract's "ASP.NET-style templates" implies.
+test('literal segments match case-insensitively, a trailing slash is ignored', async () => {
+  assert.equal((await get('/HELLO')).body, 'hi');
+  assert.equal((await get('/hello/')).body, 'hi');
+  assert.equal((await get('/Users/ME')).body, 'literal');
+});
+
+test('{id:int} accepts a sign and rejects values that do not fit', async () => {
+  assert.equal((await get('/items/-5')).body, 'integer:-4');
+  assert.equal((await get('/items/99999999999999999999')).status, 404);
+});
+
+test('a catch-all also matches an empty remainder', async () => {
+  const r = await get('/files/');
+  assert.equal(r.status, 200);
+  assert.equal(r.body, 'rest=');
+});

@@ -10,3 +10,5 @@ kr.map_route({ "POST", "PUT" }, "/echo-body", function(req, res)
   if req.body == nil then res:text("<nil>") else res:text(req.body) end
 end)
 kr.map_route("GET", "/nothing", function(req, res) end)
+kr.map_route("GET", "/boom", function(req, res) error("protocol-boom") end)
+kr.map_route("GET", "/big", function(req, res) res:text(("0123456789abcdef"):rep(65536)) end)

@@ -59,3 +59,15 @@ kr.map_route("GET", "/res/error-after-header", function(req, res)
   res:status(201):header("X-Partial", "yes")
   error("after-header-kaboom")
 end)
+
+kr.map_route("GET", "/res/json-cycle", function(req, res)
+  local t = { name = "loop" }
+  t.self = t
+  res:json(t)
+end)
+kr.map_route("GET", "/res/header-crlf", function(req, res)
+  res:header("X-Bad", "a\r\nInjected: 1"):text("body")
+end)
+kr.map_route("GET", "/res/redirect-crlf", function(req, res)
+  res:redirect("/x\r\nInjected: 1")
+end)
