@@ -9,8 +9,8 @@
 #   DURATION=5       seconds of each wrk measurement
 #   WARMUP=1         seconds of the wrk warm-up before each measurement (discarded)
 #   CONNS=50         wrk connections (-c); wrk always runs one thread (-t1)
-#   NOISE_MAX=10     a measurement during which other work took more than this % of the server's or
-#                    wrk's core is repeated, at most RETRIES=2 times (the least disturbed one is kept)
+#   NOISE_MAX=10     a measurement during which other processes (and steal) took more than this % of
+#                    one core is repeated, at most RETRIES=2 times (the least disturbed one is kept)
 #   SERVER_CPU=0     core the server is pinned to; CLIENT_CPU=1 core wrk is pinned to
 #   KESTRUN=...      the binary under test (default: build/kestrun, built when missing)
 #   SKIP_DEPS=1      do not call scripts/deps.sh bench
@@ -287,20 +287,26 @@ check_response() { # server route port: status, type, body, keep-alive; notes an
   [[ $conns == 1 ]] || note "$server GET $route: keep-alive not honoured ($conns connections for 2 requests)"
 }
 
-core_stat() { # cpu -> "busy total" clock ticks of that core since boot (busy includes steal)
-  awk -v c="cpu$1" '$1 == c { b = $2 + $3 + $4 + $7 + $8 + $9; print b, b + $5 + $6; exit }' /proc/stat
+proc_snapshot() { # file: "pid ticks" of every process (utime+stime+cutime+cstime), then "steal ticks"
+  { cat /proc/[0-9]*/stat 2>/dev/null | awk '{ pid = $1; sub(/^.*\) /, ""); print pid, $12 + $13 + $14 + $15 }'
+    awk '$1 == "cpu" { print "steal", $9 }' /proc/stat; } >"$1"
 }
 
-children_ticks() { # CPU ticks used by the finished children of this shell (bash `times`, second line)
-  times >"$rundir/times"
-  awk -v hz="$CLK_TCK" 'NR == 2 { s = 0; for (i = 1; i <= 2; i++) { split($i, a, /[ms]/); s += a[1] * 60 + a[2] }
-    printf "%.0f\n", s * hz }' "$rundir/times"
+other_work() { # before after seconds excluded-pids... -> CPU time of all other processes plus
+  # hypervisor steal during the interval, in % of one core (reaped children count through
+  # their parent's cutime/cstime; a process started in the interval counts whole)
+  local before=$1 after=$2 secs=$3
+  shift 3
+  awk -v hz="$CLK_TCK" -v secs="$secs" -v skip=" $* " '
+    FNR == NR { t0[$1] = $2; next }
+    index(skip, " " $1 " ") == 0 { d = $2 - ($1 in t0 ? t0[$1] : 0); if (d > 0) other += d }
+    END { printf "%.0f\n", (secs > 0 ? other / hz / secs * 100 : 0) }' "$before" "$after"
 }
 
 # One measurement: fresh server, response check (first time), warm-up, wrk, stop. Sets LAST_LINE
 # (a RESULTS line) and LAST_OTHER (the busiest of the two cores' time spent on other work, %).
 measure_once() { # server round route attempt
-  local server=$1 round=$2 route=$3 attempt=$4 tag raw t0 t1 c0 c1 w0 w1 parsed cpu uspr s0 s1 k0 k1
+  local server=$1 round=$2 route=$3 attempt=$4 tag raw t0 t1 c0 c1 parsed cpu uspr
   LAST_OTHER=0
   tag="$server-r$round-$(tr -c 'a-z0-9' '_' <<<"$route")a$attempt"
   if [[ $server == kestrun ]]; then
@@ -322,25 +328,17 @@ measure_once() { # server round route attempt
     timeout $((WARMUP + 30)) taskset -c "$CLIENT_CPU" wrk -t1 -c"$CONNS" -d"${WARMUP}s" "$url" >"$rundir/$tag.warmup" 2>&1 || true
   fi
   raw="$rundir/$tag.wrk"
-  read -r s0 k0 < <(core_stat "$SERVER_CPU")
-  read -r s1 k1 < <(core_stat "$CLIENT_CPU")
-  w0=$(children_ticks)
+  proc_snapshot "$rundir/procs.0"
   c0=$(cpu_ticks "$SERVER_PID")
   t0=$(date +%s.%N)
   timeout $((DURATION + 30)) taskset -c "$CLIENT_CPU" wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency "$url" >"$raw" 2>&1 || true
   t1=$(date +%s.%N)
   c1=$(cpu_ticks "$SERVER_PID")
-  w1=$(children_ticks)
-  local e0 f0 e1 f1
-  read -r e0 f0 < <(core_stat "$SERVER_CPU")
-  read -r e1 f1 < <(core_stat "$CLIENT_CPU")
+  proc_snapshot "$rundir/procs.1"
   cpu=$(awk -v a="$c0" -v b="$c1" -v t0="$t0" -v t1="$t1" -v hz="$CLK_TCK" 'BEGIN { printf "%.0f", (b - a) / hz / (t1 - t0) * 100 }')
-  # other work on the server's core (busy minus the server) and on wrk's core (busy minus wrk), in %
-  LAST_OTHER=$(awk -v sb=$((e0 - s0)) -v st=$((f0 - k0)) -v own0=$((c1 - c0)) \
-                   -v cb=$((e1 - s1)) -v ct=$((f1 - k1)) -v own1=$((w1 - w0)) 'BEGIN {
-    o0 = st > 0 ? (sb - own0) / st * 100 : 0; o1 = ct > 0 ? (cb - own1) / ct * 100 : 0
-    if (o0 < 0) o0 = 0; if (o1 < 0) o1 = 0
-    printf "%.0f\n", (o0 > o1 ? o0 : o1) }')
+  # other work on the machine: everything but this script (wrk is its child) and the server
+  LAST_OTHER=$(other_work "$rundir/procs.0" "$rundir/procs.1" "$(awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }')" \
+    $$ "$SERVER_PID" $(pgrep -P "$SERVER_PID" 2>/dev/null || true))
   parsed=$(parse_wrk <"$raw")
   if ! proc_alive "$SERVER_PID"; then
     note "round $round $route: $server died during the measurement; last output: $(tail -n 5 "$SERVER_LOG" 2>/dev/null | tr '\n' ' ')"
@@ -355,11 +353,11 @@ measure_once() { # server round route attempt
   ((non2xx == 0)) || note "round $round $route: $server answered $non2xx of $reqs requests with a non-2xx/3xx status"
   ((errs == 0)) || note "round $round $route: wrk saw $errs socket errors against $server ($(grep -m1 'Socket errors' "$raw" | sed 's/^ *//'))"
   [[ $rps != 0 ]] || note "round $round $route: wrk against $server measured nothing: $(head -c 300 "$raw" | tr '\n' ' ')"
-  log "round $round $route $server: $rps req/s, p99 $p99 ms, server CPU $cpu% ($uspr us/request), other work on the cores $LAST_OTHER%"
+  log "round $round $route $server: $rps req/s, p99 $p99 ms, server CPU $cpu% ($uspr us/request), other work $LAST_OTHER% of a core"
   LAST_LINE="$server $round $route $rps $p99 $cpu $reqs $non2xx $errs $uspr $LAST_OTHER"
 }
 
-# A measurement disturbed by other work on either core (more than NOISE_MAX % of the interval) is
+# A measurement disturbed by other work (other processes or steal above NOISE_MAX % of one core) is
 # repeated, at most RETRIES times; the least disturbed attempt is kept.
 measure() { # server round route
   local server=$1 round=$2 route=$3 attempt best_line="" best_other=101
@@ -367,10 +365,10 @@ measure() { # server round route
     measure_once "$server" "$round" "$route" "$attempt"
     if ((LAST_OTHER < best_other)); then best_other=$LAST_OTHER; best_line=$LAST_LINE; fi
     ((LAST_OTHER > NOISE_MAX)) || break
-    ((attempt < RETRIES)) && log "round $round $route $server: ${LAST_OTHER}% of a core went to other work: measuring again"
+    ((attempt < RETRIES)) && log "round $round $route $server: other work took ${LAST_OTHER}% of a core: measuring again"
   done
   ((best_other <= NOISE_MAX)) ||
-    note "round $round $route $server: still disturbed after $RETRIES retries (${best_other}% of a core went to other work)"
+    note "round $round $route $server: still disturbed after $RETRIES retries (other work took ${best_other}% of a core)"
   echo "$best_line" >>"$RESULTS"
 }
 
@@ -390,7 +388,7 @@ run_routes() {
 }
 
 # RESULTS columns: 1 server, 2 round, 3 route, 4 req/s, 5 p99 ms, 6 server CPU %, 7 requests,
-# 8 non-2xx, 9 socket errors, 10 server CPU us per request (-1 = not measured), 11 other work on the cores %
+# 8 non-2xx, 9 socket errors, 10 server CPU us per request (-1 = not measured), 11 other work, % of a core
 # column of RESULTS for server+route -> median over the rounds
 col_median() { awk -v s="$1" -v r="$2" -v c="$3" '$1 == s && $3 == r && $c >= 0 { print $c }' "$RESULTS" | median; }
 ratios() { # route [col [invert]] -> per-round kestrun/nginx ratios of a column (default req/s), in round order
@@ -429,10 +427,10 @@ EOF
 Server CPU during the measurements (utime + stime from \`/proc\`, medians over the rounds). Below ~95% the server was not
 saturated (the machine or wrk was the limit that round). CPU time per request is less sensitive to a busy machine than
 req/s; its ratio is nginx's µs ÷ kestrun's µs per round (> 1 means kestrun spends less CPU per request).
-"Other work" is the share of the server's or wrk's core (the busier of the two) that went to other processes or to
-the hypervisor (steal) during a measurement; one above $NOISE_MAX% was measured again (up to $RETRIES times).
+"Other work" is the CPU time that other processes and the hypervisor (steal) took during a measurement, in % of one
+core; a measurement with more than $NOISE_MAX% was repeated (up to $RETRIES times, the least disturbed one kept).
 
-| route | kestrun CPU % | nginx CPU % | kestrun CPU µs/request | nginx CPU µs/request | CPU ratio (median) | other work on the cores % (median, max) |
+| route | kestrun CPU % | nginx CPU % | kestrun CPU µs/request | nginx CPU µs/request | CPU ratio (median) | other work, % of a core (median, max) |
 |---|---:|---:|---:|---:|---:|---:|
 EOF
   for route in "${ROUTES[@]}"; do

@@ -150,7 +150,6 @@ int main(int argc, char **argv)
         usage(stderr);
         return 2;
     }
-    (void)watch; /* file watching arrives with hot reload; SIGHUP reloads today */
 
     signal(SIGPIPE, SIG_IGN);
     uv_loop_t *loop = uv_default_loop();
@@ -205,6 +204,8 @@ int main(int argc, char **argv)
         }
     }
     kr_server_start(&server);
+    if (watch)
+        (void)kr_app_watch(app); /* failure is logged; SIGHUP still reloads */
     uv_run(loop, UV_RUN_DEFAULT);
     KR_LOG(KR_LOG_INFO, "server", "stopped");
 out:

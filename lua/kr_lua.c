@@ -250,6 +250,8 @@ static void on_stop(kr_server_t *s, void *ud)
     KR_UNUSED(s);
     kr_app_t *app = ud;
     app->stopping = 1;
+    kr_watch_free(app->watch);
+    app->watch = NULL;
     if (app->vm)
         kr__lua_stop_timers(app->vm);
 }
@@ -346,8 +348,24 @@ int kr_app_reload(kr_app_t *app)
     return 0;
 }
 
+static void on_file_changed(void *ud)
+{
+    kr_app_t *app = ud;
+    KR_LOG(KR_LOG_INFO, "reload", "a script changed: reloading");
+    kr_app_reload(app);
+}
+
+int kr_app_watch(kr_app_t *app)
+{
+    app->watch = kr_watch_new(app->server->loop, app->scripts, app->nscripts, 200,
+                              on_file_changed, app);
+    return app->watch ? 0 : KR_ENOENT;
+}
+
 void kr_app_free(kr_app_t *app)
 {
+    kr_watch_free(app->watch);
+    app->watch = NULL;
     cancel_all(app);
     if (app->vm) {
         kr__lua_stop_timers(app->vm);

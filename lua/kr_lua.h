@@ -18,6 +18,7 @@
 #define KR_LUA_H
 
 #include "kr_list.h"
+#include "kr_reload.h"
 #include "kr_router.h"
 #include "kr_server.h"
 #include "kr_static.h"
@@ -76,6 +77,7 @@ struct kr_app_s {
     kr_fiber_t *running;      /* inside lua_resume, or NULL */
     uint64_t slice_deadline_ns; /* the running fiber's CPU slice ends here (0: none) */
     int stopping;
+    kr_watch_t *watch;        /* --watch: reload when a script file changes */
 };
 
 void kr_lua_limits_default(kr_lua_limits_t *l);
@@ -87,6 +89,9 @@ kr_app_t *kr_app_new(kr_server_t *server, char **scripts, unsigned nscripts);
 int kr_app_load(kr_app_t *app);
 /* Builds a new generation and swaps it in; on failure logs and keeps the old one. */
 int kr_app_reload(kr_app_t *app);
+/* Reloads whenever a script file changes (debounced). Returns 0, or KR_ENOENT when nothing
+ * could be watched (SIGHUP still works). */
+int kr_app_watch(kr_app_t *app);
 /* Cancels every fiber, stops timers and releases the generations (after the loop stopped
  * serving). */
 void kr_app_free(kr_app_t *app);

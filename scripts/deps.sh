@@ -48,6 +48,7 @@ for dir in tests/e2e; do
   if [ ! -f "$stamp" ] || ! cmp -s "$dir/package-lock.json" "$stamp"; then
     echo "deps.sh: npm ci in $dir"
     (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
+    mkdir -p "$dir/node_modules"
     cp "$dir/package-lock.json" "$stamp"
   fi
 done

@@ -173,7 +173,7 @@ async function body(port, p) {
 }
 
 test('SIGHUP reloads a replaced script; an open keep-alive connection keeps working', async () => {
-  const srv = await startServer({ script: versionScript('v1') });
+  const srv = await startServer({ script: versionScript('v1'), args: ['--no-watch'] });
   const c = await new RawConn(srv.port).connect();
   try {
     c.write('GET /v HTTP/1.1\r\nHost: x\r\n\r\n');
@@ -194,7 +194,7 @@ test('SIGHUP reloads a replaced script; an open keep-alive connection keeps work
 });
 
 test('SIGHUP with a broken new version: the old one keeps serving and the error is logged', async () => {
-  const srv = await startServer({ script: versionScript('v1') });
+  const srv = await startServer({ script: versionScript('v1'), args: ['--no-watch'] });
   try {
     assert.equal(await body(srv.port, '/v'), 'v1');
     replaceFile(srv.scriptPaths[0], versionScript('v2') + '\nlocal = broken\n');
@@ -211,7 +211,7 @@ test('SIGHUP with a broken new version: the old one keeps serving and the error 
 });
 
 test('SIGHUP with a load-time runtime error in the new version keeps the old one', async () => {
-  const srv = await startServer({ script: versionScript('v1') });
+  const srv = await startServer({ script: versionScript('v1'), args: ['--no-watch'] });
   try {
     replaceFile(srv.scriptPaths[0], versionScript('v2') + 'error("reload-boom-3317")\n');
     srv.proc.kill('SIGHUP');
@@ -224,7 +224,7 @@ test('SIGHUP with a load-time runtime error in the new version keeps the old one
 test('a request sleeping across a reload finishes on its old state', async () => {
   const script = (v) => `kr.map_route("GET", "/slow", function(req, res) kr.sleep(400) res:text(${JSON.stringify(v)}) end)\n` +
     versionScript(v);
-  const srv = await startServer({ script: script('old') });
+  const srv = await startServer({ script: script('old'), args: ['--no-watch'] });
   try {
     const inflight = request(srv.port, { path: '/slow' });
     await sleep(80);
@@ -234,5 +234,101 @@ test('a request sleeping across a reload finishes on its old state', async () =>
     const r = await inflight;
     assert.equal(r.status, 200);
     assert.equal(r.body, 'old');
+  } finally { await srv.stop(); }
+});
+
+// File watching is part of section 6 (hot reload), which lands later; until then this test is a todo
+// (it runs and reports, but does not fail the suite).
+test('--watch (the default): replacing a loaded script reloads it without a signal',
+  { todo: 'file watching arrives with hot reload (lua-api.md section 6)' }, async () => {
+  const srv = await startServer({ script: versionScript('w1') });
+  try {
+    assert.equal(await body(srv.port, '/v'), 'w1');
+    await sleep(50);
+    replaceFile(srv.scriptPaths[0], versionScript('w2'));
+    assert.ok(await waitUntil(async () => (await body(srv.port, '/v')) === 'w2', { timeoutMs: 5000 }),
+      `reloaded on change; log:\n${srv.log()}`);
+    // an in-place rewrite (same inode) is seen too
+    await sleep(50);
+    fs.writeFileSync(srv.scriptPaths[0], versionScript('w3'));
+    assert.ok(await waitUntil(async () => (await body(srv.port, '/v')) === 'w3', { timeoutMs: 5000 }),
+      `reloaded on in-place write; log:\n${srv.log()}`);
+  } finally { await srv.stop(); }
+});
+
+test('--no-watch: a changed script is not reloaded until SIGHUP', async () => {
+  const srv = await startServer({ script: versionScript('n1'), args: ['--no-watch'] });
+  try {
+    replaceFile(srv.scriptPaths[0], versionScript('n2'));
+    await sleep(1200);
+    assert.equal(await body(srv.port, '/v'), 'n1');
+    srv.proc.kill('SIGHUP');
+    assert.ok(await waitUntil(async () => (await body(srv.port, '/v')) === 'n2', { timeoutMs: 5000 }), srv.log());
+  } finally { await srv.stop(); }
+});
+
+const LOG_SCRIPT = 'kr.map_route("GET", "/log", function(req, res)\n' +
+  '  kr.log("Debug", "lvl-debug-6402") kr.log("Information", "lvl-info-6402") kr.log("Warning", "lvl-warn-6402")\n' +
+  '  res:text("ok")\nend)\n';
+
+test('--log-level Warning hides Information; --log-level Debug shows Debug', async () => {
+  const w = await startServer({ script: LOG_SCRIPT, args: ['--log-level', 'Warning'] });
+  try {
+    assert.equal(await body(w.port, '/log'), 'ok');
+    assert.ok(await w.waitForLog('lvl-warn-6402'), w.log());
+    assert.ok(!w.log().includes('lvl-info-6402'), 'Information hidden at Warning');
+    assert.ok(!w.log().includes('lvl-debug-6402'));
+  } finally { await w.stop(); }
+  const d = await startServer({ script: LOG_SCRIPT, args: ['--log-level', 'Debug'] });
+  try {
+    assert.equal(await body(d.port, '/log'), 'ok');
+    assert.ok(await d.waitForLog('lvl-warn-6402'), d.log());
+    assert.ok(d.log().includes('lvl-debug-6402'), 'Debug shown at Debug');
+    assert.ok(d.log().includes('lvl-info-6402'));
+  } finally { await d.stop(); }
+});
+
+test('an unknown --log-level is rejected', async () => {
+  const r = await runKestrun(['--log-level', 'Chatty', '--check', path.join(SCRIPTS, 'routes.lua')]);
+  assert.ok(r.code === 2 || r.code === 1, `exit ${r.code}`);
+});
+
+test('--log-format json writes one JSON object per line', async () => {
+  const srv = await startServer({ script: LOG_SCRIPT, args: ['--log-format', 'json'] });
+  try {
+    assert.equal(await body(srv.port, '/log'), 'ok');
+    assert.ok(await srv.waitForLog('lvl-warn-6402'), srv.log());
+    const lines = srv.stderr().split('\n').filter((l) => l.trim());
+    assert.ok(lines.length >= 2);
+    for (const l of lines) assert.doesNotThrow(() => JSON.parse(l), `not JSON: ${l}`);
+    const warn = lines.map((l) => JSON.parse(l)).find((o) => JSON.stringify(o).includes('lvl-warn-6402'));
+    assert.ok(warn, 'the message is in a JSON line');
+    assert.match(JSON.stringify(warn), /Warning/);
+  } finally { await srv.stop(); }
+});
+
+test('kr.listen in the script is used when there is no --listen (repeatable)', async () => {
+  const srv = await startServer({
+    listen: false,
+    script: 'kr.listen{ host = "127.0.0.1", port = 0 }\nkr.listen{ host = "127.0.0.1", port = 0 }\n' + HELLO,
+  });
+  try {
+    assert.equal(srv.ports.length, 2, `port file: ${fs.readFileSync(srv.portFile, 'utf8')}`);
+    for (const p of srv.ports) assert.equal((await request(p, { path: '/hello' })).body, 'hi');
+  } finally { await srv.stop(); }
+});
+
+test('with no kr.listen and no --listen it listens on 127.0.0.1:5000', async (t) => {
+  const net = require('node:net');
+  const free = await new Promise((resolve) => {
+    const s = net.createServer();
+    s.once('error', () => resolve(false));
+    s.listen(5000, '127.0.0.1', () => s.close(() => resolve(true)));
+  });
+  if (!free) { t.skip('port 5000 is in use on this machine'); return; }
+  const srv = await startServer({ listen: false, script: HELLO });
+  try {
+    assert.deepEqual(srv.ports, [5000]);
+    assert.equal((await request(5000, { path: '/hello' })).body, 'hi');
   } finally { await srv.stop(); }
 });

@@ -122,3 +122,23 @@ test('kr.sleep at load time: exit 1 with kr.sleep and FILE:LINE: in stderr', asy
   assert.match(r.stderr, /kr\.sleep/);
   assert.match(r.stderr, /sleep_at_load\.lua:3:/);
 });
+
+test('an endless loop at load time: exit 1 with FILE:LINE: (load budget), not a hang', async () => {
+  const dir = tempDir();
+  const file = writeScript(dir, 'kr.map_route("GET", "/x", function(req, res) res:text("x") end)\nwhile true do end\n', 'spin_at_load.lua');
+  const t0 = Date.now();
+  const r = await runKestrun(['--listen', '127.0.0.1:0', '--port-file', path.join(dir, 'port'), file], { timeoutMs: 30000 });
+  assert.equal(r.timedOut, false, 'stopped on its own');
+  assert.equal(r.code, 1, `exit ${r.code} ${r.signal}; stderr:\n${r.stderr}`);
+  assert.match(r.stderr, /spin_at_load\.lua:2:/);
+  assert.ok(Date.now() - t0 < 20000);
+});
+
+test('a runaway allocation at load time under kr.limits{ lua_max_memory_mb }: exit 1', async () => {
+  const dir = tempDir();
+  const file = writeScript(dir, 'kr.limits{ lua_max_memory_mb = 32 }\nlocal t = {}\nfor i = 1, 1e9 do t[i] = ("x"):rep(100) .. i end\n', 'mem_at_load.lua');
+  const r = await runKestrun(['--listen', '127.0.0.1:0', '--port-file', path.join(dir, 'port'), file], { timeoutMs: 30000 });
+  assert.equal(r.code, 1, `exit ${r.code} ${r.signal}; stderr:\n${r.stderr}`);
+  assert.match(r.stderr, /memory/i);
+  assert.match(r.stderr, /mem_at_load\.lua/);
+});
