@@ -9,8 +9,8 @@
 #   DURATION=5       seconds of each wrk measurement
 #   WARMUP=1         seconds of the wrk warm-up before each measurement (discarded)
 #   CONNS=50         wrk connections (-c); wrk always runs one thread (-t1)
-#   NOISE_MAX=10     a measurement during which other processes (and steal) took more than this % of
-#                    one core is repeated, at most RETRIES=2 times (the least disturbed one is kept)
+#   SAT_MIN=90       a measurement in which neither the server nor wrk used this % of its core was
+#                    disturbed by other work: it is repeated, at most RETRIES=2 times (the best is kept)
 #   SERVER_CPU=0     core the server is pinned to; CLIENT_CPU=1 core wrk is pinned to
 #   KESTRUN=...      the binary under test (default: build/kestrun, built when missing)
 #   SKIP_DEPS=1      do not call scripts/deps.sh bench
@@ -33,13 +33,13 @@ WARMUP=${WARMUP:-1}
 WARMUP=${WARMUP%s}
 CONNS=${CONNS:-50}
 RETRIES=${RETRIES:-2}
-NOISE_MAX=${NOISE_MAX:-10}
+SAT_MIN=${SAT_MIN:-90}
 SERVER_CPU=${SERVER_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
 KESTRUN=${KESTRUN:-$repo/build/kestrun}
 OUT=${OUT:-$repo/docs/benchmarks.md}
 
-for v in ROUNDS DURATION WARMUP CONNS SERVER_CPU CLIENT_CPU RETRIES NOISE_MAX; do
+for v in ROUNDS DURATION WARMUP CONNS SERVER_CPU CLIENT_CPU RETRIES SAT_MIN; do
   [[ ${!v} =~ ^[0-9]+$ ]] || { echo "run.sh: $v must be a whole number (got '${!v}')" >&2; exit 2; }
 done
 ((ROUNDS >= 1 && ROUNDS <= 100)) || { echo "run.sh: ROUNDS must be 1..100" >&2; exit 2; }
@@ -287,33 +287,22 @@ check_response() { # server route port: status, type, body, keep-alive; notes an
   [[ $conns == 1 ]] || note "$server GET $route: keep-alive not honoured ($conns connections for 2 requests)"
 }
 
-proc_snapshot() { # file: "pid ticks" of every process (utime+stime+cutime+cstime), then "steal ticks"
-  { cat /proc/[0-9]*/stat 2>/dev/null | awk '{ pid = $1; sub(/^.*\) /, ""); print pid, $12 + $13 + $14 + $15 }'
-    awk '$1 == "cpu" { print "steal", $9 }' /proc/stat; } >"$1"
-}
-
-other_work() { # before after seconds excluded-pids... -> CPU time of all other processes plus
-  # hypervisor steal during the interval, in % of one core (reaped children count through
-  # their parent's cutime/cstime; a process started in the interval counts whole)
-  local before=$1 after=$2 secs=$3
-  shift 3
-  awk -v hz="$CLK_TCK" -v secs="$secs" -v skip=" $* " '
-    FNR == NR { t0[$1] = $2; next }
-    index(skip, " " $1 " ") == 0 { d = $2 - ($1 in t0 ? t0[$1] : 0); if (d > 0) other += d }
-    END { printf "%.0f\n", (secs > 0 ? other / hz / secs * 100 : 0) }' "$before" "$after"
+children_ticks() { # file written by `times` -> CPU ticks of the finished children of this shell (2nd line)
+  awk -v hz="$CLK_TCK" 'NR == 2 { s = 0; for (i = 1; i <= 2; i++) { split($i, a, /[ms]/); s += a[1] * 60 + a[2] }
+    printf "%.0f\n", s * hz }' "$1"
 }
 
 # One measurement: fresh server, response check (first time), warm-up, wrk, stop. Sets LAST_LINE
-# (a RESULTS line) and LAST_OTHER (the busiest of the two cores' time spent on other work, %).
+# (a RESULTS line) and LAST_SAT (saturation: the larger of the server's and wrk's CPU use, % of a core).
 measure_once() { # server round route attempt
-  local server=$1 round=$2 route=$3 attempt=$4 tag raw t0 t1 c0 c1 parsed cpu uspr
-  LAST_OTHER=0
+  local server=$1 round=$2 route=$3 attempt=$4 tag raw t0 t1 c0 c1 w0 w1 parsed cpu wcpu uspr
+  LAST_SAT=0
   tag="$server-r$round-$(tr -c 'a-z0-9' '_' <<<"$route")a$attempt"
   if [[ $server == kestrun ]]; then
     if ! start_kestrun "$tag"; then
       note "round $round $route: kestrun failed to start"
       stop_pid "$SERVER_PID"
-      LAST_LINE="$server $round $route 0 -1 -1 0 0 0 -1 -1"
+      LAST_LINE="$server $round $route 0 -1 -1 0 0 0 -1 -1 -1"
       return 0
     fi
   else
@@ -328,17 +317,20 @@ measure_once() { # server round route attempt
     timeout $((WARMUP + 30)) taskset -c "$CLIENT_CPU" wrk -t1 -c"$CONNS" -d"${WARMUP}s" "$url" >"$rundir/$tag.warmup" 2>&1 || true
   fi
   raw="$rundir/$tag.wrk"
-  proc_snapshot "$rundir/procs.0"
+  times >"$rundir/times.0" # in this shell (not in a $(...) subshell): wrk will be its child
   c0=$(cpu_ticks "$SERVER_PID")
   t0=$(date +%s.%N)
   timeout $((DURATION + 30)) taskset -c "$CLIENT_CPU" wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency "$url" >"$raw" 2>&1 || true
   t1=$(date +%s.%N)
+  times >"$rundir/times.1"
   c1=$(cpu_ticks "$SERVER_PID")
-  proc_snapshot "$rundir/procs.1"
+  w0=$(children_ticks "$rundir/times.0")
+  w1=$(children_ticks "$rundir/times.1")
   cpu=$(awk -v a="$c0" -v b="$c1" -v t0="$t0" -v t1="$t1" -v hz="$CLK_TCK" 'BEGIN { printf "%.0f", (b - a) / hz / (t1 - t0) * 100 }')
-  # other work on the machine: everything but this script (wrk is its child) and the server
-  LAST_OTHER=$(other_work "$rundir/procs.0" "$rundir/procs.1" "$(awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }')" \
-    $$ "$SERVER_PID" $(pgrep -P "$SERVER_PID" 2>/dev/null || true))
+  wcpu=$(awk -v a="$w0" -v b="$w1" -v t0="$t0" -v t1="$t1" -v hz="$CLK_TCK" 'BEGIN { printf "%.0f", (b - a) / hz / (t1 - t0) * 100 }')
+  # In a closed loop on two otherwise idle cores, the server or wrk keeps its core busy: when neither
+  # does, other work on the machine (or the hypervisor) took the time.
+  LAST_SAT=$((cpu > wcpu ? cpu : wcpu))
   parsed=$(parse_wrk <"$raw")
   if ! proc_alive "$SERVER_PID"; then
     note "round $round $route: $server died during the measurement; last output: $(tail -n 5 "$SERVER_LOG" 2>/dev/null | tr '\n' ' ')"
@@ -353,22 +345,26 @@ measure_once() { # server round route attempt
   ((non2xx == 0)) || note "round $round $route: $server answered $non2xx of $reqs requests with a non-2xx/3xx status"
   ((errs == 0)) || note "round $round $route: wrk saw $errs socket errors against $server ($(grep -m1 'Socket errors' "$raw" | sed 's/^ *//'))"
   [[ $rps != 0 ]] || note "round $round $route: wrk against $server measured nothing: $(head -c 300 "$raw" | tr '\n' ' ')"
-  log "round $round $route $server: $rps req/s, p99 $p99 ms, server CPU $cpu% ($uspr us/request), other work $LAST_OTHER% of a core"
-  LAST_LINE="$server $round $route $rps $p99 $cpu $reqs $non2xx $errs $uspr $LAST_OTHER"
+  log "round $round $route $server: $rps req/s, p99 $p99 ms, server CPU $cpu% ($uspr us/request), wrk CPU $wcpu%"
+  LAST_LINE="$server $round $route $rps $p99 $cpu $reqs $non2xx $errs $uspr $wcpu $LAST_SAT"
 }
 
-# A measurement disturbed by other work (other processes or steal above NOISE_MAX % of one core) is
-# repeated, at most RETRIES times; the least disturbed attempt is kept.
+# A measurement in which neither the server nor wrk kept its core busy (saturation below SAT_MIN %)
+# was disturbed by other work on the machine: it is repeated, at most RETRIES times, and the most
+# saturated attempt is kept.
 measure() { # server round route
-  local server=$1 round=$2 route=$3 attempt best_line="" best_other=101
+  local server=$1 round=$2 route=$3 attempt best_line="" best_sat=-1
   for ((attempt = 0; attempt <= RETRIES; attempt++)); do
     measure_once "$server" "$round" "$route" "$attempt"
-    if ((LAST_OTHER < best_other)); then best_other=$LAST_OTHER; best_line=$LAST_LINE; fi
-    ((LAST_OTHER > NOISE_MAX)) || break
-    ((attempt < RETRIES)) && log "round $round $route $server: other work took ${LAST_OTHER}% of a core: measuring again"
+    if ((LAST_SAT > best_sat)); then best_sat=$LAST_SAT; best_line=$LAST_LINE; fi
+    if ((LAST_SAT >= SAT_MIN)); then break; fi
+    if ((attempt < RETRIES)); then
+      log "round $round $route $server: neither server nor wrk was busy (${LAST_SAT}% < ${SAT_MIN}%): measuring again"
+    fi
   done
-  ((best_other <= NOISE_MAX)) ||
-    note "round $round $route $server: still disturbed after $RETRIES retries (other work took ${best_other}% of a core)"
+  if ((best_sat < SAT_MIN)); then
+    note "round $round $route $server: still disturbed after $RETRIES retries (server or wrk busy at most ${best_sat}% of its core)"
+  fi
   echo "$best_line" >>"$RESULTS"
 }
 
@@ -388,7 +384,8 @@ run_routes() {
 }
 
 # RESULTS columns: 1 server, 2 round, 3 route, 4 req/s, 5 p99 ms, 6 server CPU %, 7 requests,
-# 8 non-2xx, 9 socket errors, 10 server CPU us per request (-1 = not measured), 11 other work, % of a core
+# 8 non-2xx, 9 socket errors, 10 server CPU us per request (-1 = not measured), 11 wrk CPU %,
+# 12 saturation % (the larger of server and wrk CPU %)
 # column of RESULTS for server+route -> median over the rounds
 col_median() { awk -v s="$1" -v r="$2" -v c="$3" '$1 == s && $3 == r && $c >= 0 { print $c }' "$RESULTS" | median; }
 ratios() { # route [col [invert]] -> per-round kestrun/nginx ratios of a column (default req/s), in round order
@@ -402,7 +399,7 @@ fmt_int() { [[ -n $1 ]] && printf '%.0f' "$1" | sed ':a;s/\B[0-9]\{3\}\>/,&/;ta'
 fmt_2() { [[ -n $1 ]] && printf '%.2f' "$1" || printf '—'; }
 
 routes_report() {
-  local route k n r kp np kc nc ku nu om ox per
+  local route k n r kp np kc nc ku nu kw nw per
   cat <<EOF
 ## HTTP routes: kestrun vs nginx + lua-nginx-module
 
@@ -427,19 +424,20 @@ EOF
 Server CPU during the measurements (utime + stime from \`/proc\`, medians over the rounds). Below ~95% the server was not
 saturated (the machine or wrk was the limit that round). CPU time per request is less sensitive to a busy machine than
 req/s; its ratio is nginx's µs ÷ kestrun's µs per round (> 1 means kestrun spends less CPU per request).
-"Other work" is the CPU time that other processes and the hypervisor (steal) took during a measurement, in % of one
-core; a measurement with more than $NOISE_MAX% was repeated (up to $RETRIES times, the least disturbed one kept).
+In a closed loop on two idle cores either the server or wrk keeps its core busy; a measurement where neither
+reached $SAT_MIN% was disturbed by other work on the machine and was repeated (up to $RETRIES times, the most
+saturated attempt kept). wrk's CPU is that of the load generator's core (a wrk near 100% with the server well
+below means wrk was the limit).
 
-| route | kestrun CPU % | nginx CPU % | kestrun CPU µs/request | nginx CPU µs/request | CPU ratio (median) | other work, % of a core (median, max) |
+| route | kestrun CPU % | nginx CPU % | kestrun CPU µs/request | nginx CPU µs/request | CPU ratio (median) | wrk CPU % vs kestrun / nginx |
 |---|---:|---:|---:|---:|---:|---:|
 EOF
   for route in "${ROUTES[@]}"; do
     kc=$(col_median kestrun "$route" 6); nc=$(col_median nginx "$route" 6)
     ku=$(col_median kestrun "$route" 10); nu=$(col_median nginx "$route" 10)
     r=$(ratios "$route" 10 1 | median)
-    om=$(awk -v r="$route" '$3 == r && $11 >= 0 { print $11 }' "$RESULTS" | median)
-    ox=$(awk -v r="$route" '$3 == r && $11 >= 0 { print $11 }' "$RESULTS" | sort -g | tail -n 1)
-    printf '| `GET %s` | %s | %s | %s | %s | %s | %s, %s |\n' "$route" "$(fmt_int "$kc")" "$(fmt_int "$nc")" "$(fmt_2 "$ku")" "$(fmt_2 "$nu")" "$(fmt_2 "$r")" "$(fmt_int "$om")" "${ox:-—}"
+    kw=$(col_median kestrun "$route" 11); nw=$(col_median nginx "$route" 11)
+    printf '| `GET %s` | %s | %s | %s | %s | %s | %s / %s |\n' "$route" "$(fmt_int "$kc")" "$(fmt_int "$nc")" "$(fmt_2 "$ku")" "$(fmt_2 "$nu")" "$(fmt_2 "$r")" "$(fmt_int "$kw")" "$(fmt_int "$nw")"
   done
   echo
   echo "Per-round ratios (kestrun ÷ nginx, in round order; the spread is the noise on this machine):"

@@ -142,7 +142,7 @@ static void update_reading(kr_conn_t *c)
     if (c->detached)
         return; /* no socket: kr__conn_feed drives the input */
     int should = c->state == KR_CONN_OPEN && (c->want_read || c->lingering) &&
-                 (c->rlen < c->rmax || c->lingering);
+                 (c->rlen < c->rmax || c->lingering) && !c->out_paused;
     if (should && !c->reading) {
         if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0)
             c->reading = 1;
@@ -205,24 +205,48 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
 
 /* ---- writing ---------------------------------------------------------------------------- */
 
+/* After a push: apply the watermarks. Never closes here: the producer may be iterating over
+ * connections (a broadcast), so a slow consumer is only marked and closed by the flush. */
+static void check_backlog(kr_conn_t *c)
+{
+    size_t queued = c->outq.bytes;
+    if (c->hard_limit && queued > c->hard_limit && !c->slow_consumer) {
+        c->slow_consumer = 1;
+        c->server->stats.slow_consumers++;
+    } else if (c->high_water && queued > c->high_water && !c->out_paused) {
+        c->out_paused = 1;
+        update_reading(c);
+    }
+    kr__server_want_flush(c->server, c);
+}
+
 int kr_conn_write(kr_conn_t *c, kr_buf_t *buf)
 {
-    if (kr_conn_is_closing(c) || c->close_after_flush) {
+    if (kr_conn_is_closing(c) || c->close_after_flush || c->slow_consumer) {
         kr_buf_unref(buf);
         return KR_ECLOSED;
     }
     kr_outq_push(&c->outq, buf);
-    kr__server_want_flush(c->server, c);
+    check_backlog(c);
     return 0;
 }
 
 int kr_conn_write_copy(kr_conn_t *c, const void *p, size_t n)
 {
-    if (kr_conn_is_closing(c) || c->close_after_flush)
+    if (kr_conn_is_closing(c) || c->close_after_flush || c->slow_consumer)
         return KR_ECLOSED;
     kr_outq_push_copy(&c->outq, p, n);
-    kr__server_want_flush(c->server, c);
+    check_backlog(c);
     return 0;
+}
+
+/* After a write completed: resume reading once the queue is below the low watermark. */
+static void check_resume(kr_conn_t *c)
+{
+    if (c->out_paused && c->outq.bytes <= c->low_water) {
+        c->out_paused = 0;
+        update_reading(c);
+    }
 }
 
 static void on_shutdown(uv_shutdown_t *req, int status)
@@ -275,6 +299,7 @@ static void on_write_done(uv_write_t *req, int status)
     kr_conn_t *c = req->data;
     kr_outq_consume(&c->outq, c->inflight);
     c->inflight = 0;
+    check_resume(c);
     if (status != 0 || kr_conn_is_closing(c)) {
         if (status != 0 && status != UV_ECANCELED)
             kr_conn_close(c, uv_strerror(status));
@@ -292,7 +317,22 @@ static void on_write_done(uv_write_t *req, int status)
 
 void kr__conn_flush(kr_conn_t *c)
 {
-    if (kr_conn_is_closing(c) || c->inflight > 0 || c->detached)
+    if (kr_conn_is_closing(c))
+        return;
+    if (c->slow_consumer) {
+        KR_LOG(KR_LOG_WARN, "conn", "conn=%llu %s: closed as a slow consumer (%zu bytes queued)",
+               (unsigned long long)c->id, c->remote_addr, c->outq.bytes);
+        kr_conn_close(c, "slow consumer");
+        return;
+    }
+    if (c->replay_input) {
+        c->replay_input = 0;
+        if (c->rlen > 0)
+            c->proto->on_read(c);
+        if (kr_conn_is_closing(c))
+            return;
+    }
+    if (c->inflight > 0 || c->detached)
         return;
     while (!kr_outq_empty(&c->outq)) {
         uv_buf_t iov[MAX_IOV];
@@ -326,6 +366,7 @@ void kr__conn_flush(kr_conn_t *c)
         }
         kr_outq_consume(&c->outq, (size_t)w);
     }
+    check_resume(c);
     drained(c);
 }
 

@@ -57,6 +57,13 @@ struct kr_conn_s {
     int close_after_flush; /* close (gracefully) once the queue is written */
     int lingering;         /* shut down our side; reading and discarding until EOF */
     int detached;          /* no socket (tests, fuzzing) */
+    int replay_input;      /* a new protocol took over with bytes in rbuf: on_read at next flush */
+    /* Backpressure (architecture rule 4). 0 disables a limit. Above high_water the connection
+     * stops reading until the queue drains below low_water; above hard_limit it is closed as
+     * a slow consumer at the next safe point (never inside the producer's call). */
+    size_t low_water, high_water, hard_limit;
+    int out_paused;        /* reading stopped by high_water */
+    int slow_consumer;     /* over hard_limit: closing at the next flush */
     uint64_t deadline_ms;  /* loop time at which on_timeout fires; 0 = none */
     kr_list_t link;        /* server->conns */
     kr_list_t pending;     /* server->pending_writes */

@@ -59,6 +59,19 @@ typedef struct http_conn_s {
 static llhttp_settings_t parser_settings;
 static void process_input(http_conn_t *hc);
 
+static void free_http_state(http_conn_t *hc)
+{
+    if (hc->ready)
+        kr_http_req_unref(hc->ready);
+    if (hc->parsing)
+        kr_http_req_unref(hc->parsing);
+    kr_sbuf_dispose(&hc->url);
+    kr_sbuf_dispose(&hc->arena);
+    kr_sbuf_dispose(&hc->body);
+    kr_free(hc->offs);
+    kr_free(hc);
+}
+
 /* ---- requests --------------------------------------------------------------------------- */
 
 void kr_http_req_ref(kr_http_req_t *req)
@@ -581,6 +594,30 @@ int kr_http_req_on_drain(kr_http_req_t *req, kr_http_drain_cb cb, void *ud)
     return 0;
 }
 
+kr_conn_t *kr_http_take_over(kr_http_req_t *req, const kr_conn_proto_t *proto, void *proto_data)
+{
+    kr_conn_t *c = req->conn;
+    if (c == NULL || kr_conn_is_closing(c) || c->close_after_flush)
+        return NULL;
+    http_conn_t *hc = c->proto_data;
+    KR_ASSERT(hc->active == req);
+    req->done = 1;
+    req->head_sent = 1;
+    req->conn = NULL;
+    hc->active = NULL;
+    kr_http_req_unref(req); /* the connection's reference */
+    free_http_state(hc);
+    c->proto = proto;
+    c->proto_data = proto_data;
+    c->deadline_ms = 0;
+    kr_conn_read_start(c);
+    if (c->rlen > 0) {
+        c->replay_input = 1; /* the new protocol reads it from the next check phase */
+        kr__server_want_flush(c->server, c);
+    }
+    return c;
+}
+
 /* ---- connection protocol ---------------------------------------------------------------- */
 
 static void set_idle(http_conn_t *hc)
@@ -772,15 +809,7 @@ static void http_on_close(kr_conn_t *c)
             cb(req, req->drain_ud); /* the streaming producer learns the connection is gone */
         kr_http_req_unref(req);
     }
-    if (hc->ready)
-        kr_http_req_unref(hc->ready);
-    if (hc->parsing)
-        kr_http_req_unref(hc->parsing);
-    kr_sbuf_dispose(&hc->url);
-    kr_sbuf_dispose(&hc->arena);
-    kr_sbuf_dispose(&hc->body);
-    kr_free(hc->offs);
-    kr_free(hc);
+    free_http_state(hc);
     c->proto_data = NULL;
 }
 

@@ -18,6 +18,7 @@
 #include "kr_common.h"
 
 typedef struct kr_conn_s kr_conn_t;
+typedef struct kr_conn_proto_s kr_conn_proto_t;
 typedef struct kr_server_s kr_server_t;
 
 typedef struct kr_http_limits_s {
@@ -98,6 +99,14 @@ int kr_http_respond_end(kr_http_req_t *req);
  * or KR_ECLOSED (and never calls cb) when the connection is already gone. */
 size_t kr_http_req_queued(const kr_http_req_t *req);
 int kr_http_req_on_drain(kr_http_req_t *req, kr_http_drain_cb cb, void *ud);
+
+/* Protocol switch (WebSocket, SSE streams): ends the HTTP handling of req's connection and
+ * hands the connection to proto with proto_data. Whatever is already queued (a 101 or a 200
+ * head written with kr_http_respond_start/kr_conn_write) stays queued; bytes already read
+ * past the request stay in the read buffer for the new protocol, which gets an on_read call
+ * from the next loop turn if there are any. The request is finished (req->conn becomes NULL).
+ * Returns the connection, or NULL if it is already closing. */
+kr_conn_t *kr_http_take_over(kr_http_req_t *req, const kr_conn_proto_t *proto, void *proto_data);
 
 /* The standard reason phrase of a status code ("Not Found"). */
 const char *kr_http_reason(int status);

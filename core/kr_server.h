@@ -34,6 +34,7 @@ typedef struct kr_stats_s {
     uint64_t requests;
     uint64_t bad_requests;
     uint64_t messages_sent;
+    uint64_t slow_consumers;
 } kr_stats_t;
 
 struct kr_server_s {

@@ -237,10 +237,7 @@ test('a request sleeping across a reload finishes on its old state', async () =>
   } finally { await srv.stop(); }
 });
 
-// File watching is part of section 6 (hot reload), which lands later; until then this test is a todo
-// (it runs and reports, but does not fail the suite).
-test('--watch (the default): replacing a loaded script reloads it without a signal',
-  { todo: 'file watching arrives with hot reload (lua-api.md section 6)' }, async () => {
+test('--watch (the default): replacing a loaded script reloads it without a signal', async () => {
   const srv = await startServer({ script: versionScript('w1') });
   try {
     assert.equal(await body(srv.port, '/v'), 'w1');
