@@ -12,7 +12,8 @@
 #   SAT_MIN=90       a measurement in which neither the server nor wrk used this % of its core was
 #                    disturbed by other work: it is repeated, at most RETRIES=2 times (the best is kept)
 #   SERVER_CPU=0     core the server is pinned to; CLIENT_CPU=1 core wrk is pinned to
-#   KESTRUN=...      the binary under test (default: build/kestrun, built when missing)
+#   KESTRUN=...      the binary under test (default: build/kestrun, built when missing; run.sh runs
+#                    a copy of it, so a rebuild during the run changes nothing)
 #   SKIP_DEPS=1      do not call scripts/deps.sh bench
 #   KEEP_RUNDIR=1    keep the temporary run directory (server logs, raw wrk outputs)
 #   OUT=...          where to write the report (default: docs/benchmarks.md)
@@ -55,7 +56,7 @@ else
   for s in "$@"; do
     case "$s" in
       routes) scenarios+=("$s") ;;
-      -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+      -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
       *) echo "run.sh: unknown scenario '$s' (known: ${all_scenarios[*]})" >&2; exit 2 ;;
     esac
   done
@@ -98,6 +99,11 @@ fi
 rundir=$(mktemp -d /tmp/kr-bench.XXXXXX)
 PIDS=()
 CLK_TCK=$(getconf CLK_TCK)
+# Run a private copy of the binary: a rebuild of build/ during the run must neither break it nor
+# mix two versions in one report.
+cp "$KESTRUN" "$rundir/kestrun"
+KESTRUN_ORIG=$KESTRUN
+KESTRUN="$rundir/kestrun"
 
 proc_alive() { # pid: running (not gone, not a zombie)
   local st
@@ -359,7 +365,8 @@ measure() { # server round route
     if ((LAST_SAT > best_sat)); then best_sat=$LAST_SAT; best_line=$LAST_LINE; fi
     if ((LAST_SAT >= SAT_MIN)); then break; fi
     if ((attempt < RETRIES)); then
-      log "round $round $route $server: neither server nor wrk was busy (${LAST_SAT}% < ${SAT_MIN}%): measuring again"
+      log "round $round $route $server: neither server nor wrk was busy (${LAST_SAT}% < ${SAT_MIN}%): measuring again in $((5 * (attempt + 1))) s"
+      sleep $((5 * (attempt + 1))) # give a passing burst of other work time to end
     fi
   done
   if ((best_sat < SAT_MIN)); then
@@ -459,6 +466,9 @@ EOF
 versions_report() {
   local kv nv wv lv cv jv cpu
   kv=$("$KESTRUN" --version 2>&1 | head -n 1 || true)
+  local commit
+  commit=$(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo '?')
+  if [[ -n $(git -C "$repo" status --porcelain --untracked-files=no 2>/dev/null) ]]; then commit+=", working tree modified"; fi
   nv=$(nginx -v 2>&1 | head -n 1 || true)
   wv=$(wrk -v 2>&1 | head -n 1 | awk '{ print $1, $2 }' || true) # wrk -v exits 1
   lv=$(dpkg-query -W -f='${Version}' libnginx-mod-http-lua 2>/dev/null || echo '?')
@@ -469,7 +479,7 @@ versions_report() {
 ## Machine and versions
 
 - Machine: $(nproc) cores, ${cpu:-unknown CPU}, Linux $(uname -r), $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo) RAM
-- kestrun: \`$kv\`
+- kestrun: \`$kv\` (commit $commit; binary \`${KESTRUN_ORIG#"$repo"/}\`)
 - nginx: \`$nv\`, libnginx-mod-http-lua $lv (LuaJIT $jv, lua-cjson $cv)
 - wrk: \`$wv\`
 - Load average (1/5/15 min) at the start: $LOAD_START; at the end: $(cut -d' ' -f1-3 /proc/loadavg)

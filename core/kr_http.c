@@ -53,7 +53,7 @@ typedef struct http_conn_s {
     int saw_cl, saw_te, expect_continue;
     kr_sbuf_t body;
     int has_body;
-    char last_byte; /* last byte given to the parser by the previous execute */
+    char last_bytes[2]; /* the last two bytes given to the parser by the previous execute */
 } http_conn_t;
 
 static llhttp_settings_t parser_settings;
@@ -194,9 +194,23 @@ static int count_head(http_conn_t *hc, size_t len)
     return hc->head_bytes > hc->conn->server->limits.max_header_bytes;
 }
 
+/* The byte k (1 or 2) places before at: in the read buffer, or from the previous parse call. */
+static char byte_before(const http_conn_t *hc, const char *at, int k)
+{
+    const char *rbuf = hc->conn->rbuf;
+    if (at - rbuf >= k)
+        return at[-k];
+    return hc->last_bytes[2 - (k - (int)(at - rbuf))];
+}
+
 static int on_header_field(llhttp_t *p, const char *at, size_t len)
 {
     http_conn_t *hc = hc_of(p);
+    /* llhttp 8.1 accepts a bare LF after the request line (it rejects one after a header
+     * line); be consistent: a field that starts a line must follow CRLF. */
+    if (kr_sbuf_len(&hc->arena) == hc->field_off && len > 0 &&
+        (byte_before(hc, at, 1) != '\n' || byte_before(hc, at, 2) != '\r'))
+        return reject(p, 400, "bare LF line ending");
     if (count_head(hc, len))
         return reject(p, 431, "request headers too large");
     char *dst = kr_sbuf_reserve(&hc->arena, len);
@@ -230,7 +244,9 @@ static int on_header_value(llhttp_t *p, const char *at, size_t len)
      * starts right after the LF. RFC 9112 lets a server reject it, and accepting it is a
      * smuggling vector (CVE-2024-27982 family). The byte before `at` is in the read buffer,
      * or was the last byte of the previous parse call. */
-    char before = at > hc->conn->rbuf ? at[-1] : hc->last_byte;
+    if (len == 0)
+        return 0; /* an empty value ("X-Empty:") starts right after the LF too */
+    char before = byte_before(hc, at, 1);
     if (before == '\n' || memchr(at, '\r', len) || memchr(at, '\n', len))
         return reject(p, 400, "folded header line");
     kr_sbuf_append(&hc->arena, at, len);
@@ -684,6 +700,19 @@ static void dispatch(http_conn_t *hc, kr_http_req_t *req)
     kr_http_req_unref(req);
 }
 
+/* Keeps the last two parsed bytes: callbacks of the next parse call look behind them. */
+static void remember_tail(http_conn_t *hc, size_t used)
+{
+    const char *rbuf = hc->conn->rbuf;
+    if (used >= 2) {
+        hc->last_bytes[0] = rbuf[used - 2];
+        hc->last_bytes[1] = rbuf[used - 1];
+    } else if (used == 1) {
+        hc->last_bytes[0] = hc->last_bytes[1];
+        hc->last_bytes[1] = rbuf[0];
+    }
+}
+
 static void process_input(http_conn_t *hc)
 {
     kr_conn_t *c = hc->conn;
@@ -702,8 +731,7 @@ static void process_input(http_conn_t *hc)
                 llhttp_resume_after_upgrade(&hc->parser);
             else
                 llhttp_resume(&hc->parser);
-            if (used > 0)
-                hc->last_byte = c->rbuf[used - 1];
+            remember_tail(hc, used);
             kr_conn_consume(c, used);
             kr_http_req_t *req = hc->ready;
             hc->ready = NULL;
@@ -717,8 +745,7 @@ static void process_input(http_conn_t *hc)
             send_error(hc, status, why ? why : llhttp_errno_name(err));
             break;
         }
-        if (used > 0)
-            hc->last_byte = c->rbuf[used - 1];
+        remember_tail(hc, used);
         kr_conn_consume(c, used);
         if (c->rlen == 0 && hc->phase == PHASE_IDLE)
             break;

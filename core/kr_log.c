@@ -1,6 +1,7 @@
 /* kr_log.c: formats and writes log lines (see kr_log.h). */
 #include "kr_log.h"
 #include "kr_buf.h"
+#include "kr_json.h"
 #include "kr_time.h"
 
 #include <stdarg.h>
@@ -39,36 +40,6 @@ int kr_log_level_parse(const char *name, kr_log_level_e *out)
     return KR_EINVAL;
 }
 
-/* JSON string escaping for the json log format. */
-static void put_json_string(kr_sbuf_t *sb, const char *s)
-{
-    kr_sbuf_putc(sb, '"');
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        switch (*p) {
-        case '"':
-            kr_sbuf_puts(sb, "\\\"");
-            break;
-        case '\\':
-            kr_sbuf_puts(sb, "\\\\");
-            break;
-        case '\n':
-            kr_sbuf_puts(sb, "\\n");
-            break;
-        case '\r':
-            kr_sbuf_puts(sb, "\\r");
-            break;
-        case '\t':
-            kr_sbuf_puts(sb, "\\t");
-            break;
-        default:
-            if (*p < 0x20)
-                kr_sbuf_printf(sb, "\\u%04x", *p);
-            else
-                kr_sbuf_putc(sb, (char)*p);
-        }
-    }
-    kr_sbuf_putc(sb, '"');
-}
 
 void kr_log_write(kr_log_level_e level, const char *source, const char *fields_json,
                   const char *fmt, ...)
@@ -88,9 +59,9 @@ void kr_log_write(kr_log_level_e level, const char *source, const char *fields_j
     if (log_format == KR_LOG_JSON) {
         kr_sbuf_printf(&sb, "{\"timestamp\":\"%s\",\"level\":\"%s\",\"source\":", ts,
                        kr_log_level_name(level));
-        put_json_string(&sb, source);
+        kr_json_write_string(&sb, source, strlen(source));
         kr_sbuf_puts(&sb, ",\"message\":");
-        put_json_string(&sb, msg);
+        kr_json_write_string(&sb, msg, strlen(msg));
         if (fields_json && *fields_json) {
             kr_sbuf_putc(&sb, ',');
             kr_sbuf_puts(&sb, fields_json);

@@ -121,6 +121,13 @@ static void noop_idle(uv_idle_t *h)
 
 void kr__server_wake(kr_server_t *s)
 {
+    /* Created on first use, not in kr_server_start: fibers spawned while the scripts load
+     * already ask for a wake-up, and a server that never wakes owns no handle. */
+    if (!s->idle_ready) {
+        uv_idle_init(s->loop, &s->idle);
+        s->idle.data = s;
+        s->idle_ready = 1;
+    }
     if (!uv_is_active((uv_handle_t *)&s->idle))
         uv_idle_start(&s->idle, noop_idle);
 }
@@ -145,7 +152,7 @@ static void on_check(uv_check_t *h)
     int more = !kr_list_empty(&s->pending_writes) || (s->tick_pending && s->tick_pending(s->tick_ud));
     if (more)
         kr__server_wake(s);
-    else if (uv_is_active((uv_handle_t *)&s->idle))
+    else if (s->idle_ready && uv_is_active((uv_handle_t *)&s->idle))
         uv_idle_stop(&s->idle);
 }
 
@@ -196,15 +203,18 @@ static void close_all(kr_server_t *s)
 
 static void stop_handles(kr_server_t *s)
 {
-    if (!s->started || s->handles_closed)
+    if (s->handles_closed)
         return;
     s->handles_closed = 1;
+    if (s->idle_ready)
+        uv_close((uv_handle_t *)&s->idle, NULL);
+    if (!s->started)
+        return;
     uv_timer_stop(&s->sweep);
     uv_timer_stop(&s->grace);
     uv_close((uv_handle_t *)&s->sweep, NULL);
     uv_close((uv_handle_t *)&s->grace, NULL);
     uv_close((uv_handle_t *)&s->check, NULL);
-    uv_close((uv_handle_t *)&s->idle, NULL);
     uv_close((uv_handle_t *)&s->sig_int, NULL);
     uv_close((uv_handle_t *)&s->sig_term, NULL);
     uv_close((uv_handle_t *)&s->sig_hup, NULL);
@@ -267,8 +277,6 @@ int kr_server_start(kr_server_t *s)
     uv_check_init(s->loop, &s->check);
     s->check.data = s;
     uv_check_start(&s->check, on_check);
-    uv_idle_init(s->loop, &s->idle);
-    s->idle.data = s;
     uv_timer_init(s->loop, &s->sweep);
     s->sweep.data = s;
     uv_timer_start(&s->sweep, on_sweep, SWEEP_MS, SWEEP_MS);

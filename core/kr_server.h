@@ -50,7 +50,7 @@ struct kr_server_s {
     uv_timer_t sweep;
     uv_timer_t grace;
     uv_signal_t sig_int, sig_term, sig_hup;
-    int started, handles_closed;
+    int started, handles_closed, idle_ready;
     int stopping;
     uint64_t shutdown_started_ms;
     uint64_t next_conn_id;

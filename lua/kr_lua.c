@@ -59,21 +59,33 @@ static int on_panic(lua_State *L)
 
 /* Runs every HOOK_COUNT instructions in every thread of the VM. Past the slice it raises, and
  * re-arms itself to fire on every instruction so a pcall that catches the error gets it again
- * at once (Redis luaMaskCountHook). resume() in kr_fiber.c puts the normal hook back. */
+ * at once (Redis luaMaskCountHook). resume() in kr_fiber.c clears the trip and puts the
+ * normal hook back on the fiber it resumes. */
 static void slice_hook(lua_State *L, lua_Debug *ar)
 {
     KR_UNUSED(ar);
     kr_vm_t *vm = kr_vm_from_lua(L);
-    uint64_t deadline = vm->app->slice_deadline_ns;
-    if (deadline == 0 || uv_hrtime() < deadline)
-        return;
+    kr_app_t *app = vm->app;
+    if (!app->slice_tripped) {
+        uint64_t deadline = app->slice_deadline_ns;
+        if (deadline == 0 || uv_hrtime() < deadline)
+            return;
+        /* Tripped: every thread of this run raises from now on (a plain coroutine that dies
+         * of it cannot hand control back to a fiber that would carry on). */
+        app->slice_tripped = 1;
+        /* The thread that runs the whole thing (the fiber, or the main thread while loading)
+         * raises at its next instruction too, not after another 10k. lua_sethook is safe on a
+         * thread that is not running (lua.c calls it from a signal handler). */
+        lua_State *top = app->running ? app->running->co : vm->L;
+        if (top != L)
+            lua_sethook(top, slice_hook, LUA_MASKCOUNT, 1);
+    }
     lua_sethook(L, slice_hook, LUA_MASKCOUNT, 1);
     uint64_t budget = vm->loading ? vm->lua_limits.load_budget_ms : vm->lua_limits.max_slice_ms;
-    luaL_error(L, "script ran for more than %llu ms without yielding (CPU slice exceeded)",
-               (unsigned long long)budget);
+    luaL_error(L, "script ran for more than %I ms without yielding (CPU slice exceeded)",
+               (lua_Integer)budget);
 }
 
-void kr__lua_reset_hook(lua_State *L);
 void kr__lua_reset_hook(lua_State *L)
 {
     lua_sethook(L, slice_hook, LUA_MASKCOUNT, HOOK_COUNT);
@@ -106,6 +118,7 @@ static void vm_free(kr_vm_t *vm)
     for (unsigned i = 0; i < vm->nstatics; i++)
         kr_static_free(vm->statics[i]);
     kr_free(vm->statics);
+    kr_free(vm->hubs);
     if (vm->L)
         lua_close(vm->L);
     KR_LOG(KR_LOG_DEBUG, "lua", "generation %u released", vm->generation);
@@ -169,6 +182,7 @@ static kr_vm_t *vm_new(kr_app_t *app)
     lua_newtable(L); /* the kr module */
     kr__lua_open_core(L, vm);
     kr__lua_open_http(L, vm);
+    kr__lua_open_hub(L, vm);
     lua_pushvalue(L, -1);
     lua_setglobal(L, "kr");
     lua_getglobal(L, "package");
@@ -192,8 +206,10 @@ static int vm_load_scripts(kr_vm_t *vm)
         int st = luaL_loadfilex(L, path, "t");
         if (st == LUA_OK) {
             app->slice_deadline_ns = uv_hrtime() + vm->lua_limits.load_budget_ms * 1000000ull;
+            app->slice_tripped = 0;
             st = kr_lua_pcall_traceback(L, 0, 0);
             app->slice_deadline_ns = 0;
+            app->slice_tripped = 0;
             kr__lua_reset_hook(L);
         }
         if (st != LUA_OK) {
@@ -254,6 +270,7 @@ static void on_stop(kr_server_t *s, void *ud)
     app->watch = NULL;
     if (app->vm)
         kr__lua_stop_timers(app->vm);
+    kr__lua_hubs_shutdown(app);
 }
 
 static void cancel_all(kr_app_t *app)
@@ -367,6 +384,7 @@ void kr_app_free(kr_app_t *app)
     kr_watch_free(app->watch);
     app->watch = NULL;
     cancel_all(app);
+    kr__lua_hubs_free(app);
     if (app->vm) {
         kr__lua_stop_timers(app->vm);
         kr_vm_unref(app->vm);

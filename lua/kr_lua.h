@@ -17,6 +17,7 @@
 #ifndef KR_LUA_H
 #define KR_LUA_H
 
+#include "kr_hub.h"
 #include "kr_list.h"
 #include "kr_reload.h"
 #include "kr_router.h"
@@ -58,6 +59,9 @@ struct kr_vm_s {
     unsigned ntimers;
     int loading;              /* scripts are being run: server setup calls are allowed */
     int has_limits;           /* kr.limits{} was called */
+    kr_hub_t *default_hub;    /* the first kr.hub of this generation */
+    kr_hub_t **hubs;          /* hubs declared by this generation (handlers in its registry) */
+    unsigned nhubs;
     kr_http_limits_t http_limits;
     kr_lua_limits_t lua_limits;
     uint64_t shutdown_grace_ms;
@@ -75,9 +79,13 @@ struct kr_app_s {
     unsigned nfibers;
     unsigned active_requests; /* route handler fibers still running */
     kr_fiber_t *running;      /* inside lua_resume, or NULL */
-    uint64_t slice_deadline_ns; /* the running fiber's CPU slice ends here (0: none) */
+    uint64_t slice_deadline_ns; /* the running fiber's time slice ends here (0: none) */
+    int slice_tripped;        /* the slice ran out: every thread raises until the run ends */
     int stopping;
     kr_watch_t *watch;        /* --watch: reload when a script file changes */
+    kr_hub_t **hubs;          /* every hub ever declared: C state that survives reloads */
+    unsigned nhubs;
+    int stopping_hard;        /* tearing down: no new connection fibers */
 };
 
 void kr_lua_limits_default(kr_lua_limits_t *l);
@@ -108,9 +116,17 @@ int kr_lua_pcall_traceback(lua_State *L, int nargs, int nresults);
 
 /* Installed by kr_lua_core.c / kr_lua_http.c into the kr table at VM creation. */
 void kr__lua_open_core(lua_State *L, kr_vm_t *vm);
+/* Puts the normal slice hook (every 10k instructions) on L. */
+void kr__lua_reset_hook(lua_State *L);
 void kr__lua_open_http(lua_State *L, kr_vm_t *vm);
 /* kr_lua_http.c: the server's request handler. */
 void kr__lua_handle_request(kr_http_req_t *req, void *ud);
+void kr__lua_open_hub(lua_State *L, kr_vm_t *vm);
+/* kr_lua_hub.c: the hub for an HTTP request path (negotiate, transports), or 0. */
+int kr__lua_hub_http(kr_app_t *app, kr_http_req_t *req);
+/* kr_lua_hub.c: graceful shutdown of every hub; freeing them at the end. */
+void kr__lua_hubs_shutdown(kr_app_t *app);
+void kr__lua_hubs_free(kr_app_t *app);
 /* kr_lua_core.c: stops every timer of a generation (reload, shutdown). */
 void kr__lua_stop_timers(kr_vm_t *vm);
 

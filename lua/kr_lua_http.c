@@ -577,6 +577,8 @@ void kr__lua_handle_request(kr_http_req_t *req, void *ud)
         kr_http_respond_text(req, 503, "text/plain; charset=utf-8", "Service Unavailable", 19);
         return;
     }
+    if (kr__lua_hub_http(app, req))
+        return;
     route_call_t *call = kr_malloc(sizeof(*call));
     /* An unknown method is matched as GET to tell 404 from 405. */
     unsigned method = req->method ? req->method : KR_M_GET;

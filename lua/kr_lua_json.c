@@ -8,6 +8,7 @@
  * under lua_pcall turns it into Lua values; whatever happens in there, the tree is freed after.
  */
 #include "kr_lua_json.h"
+#include "kr_json.h"
 
 #include <errno.h>
 #include <math.h>
@@ -127,124 +128,6 @@ static int put_float(enc_t *e, double d)
     return 0;
 }
 
-/* Length of the well-formed UTF-8 sequence at s (n bytes available) or 0 (Unicode table 3-7:
- * no overlong forms, no surrogates, nothing above U+10FFFF). Only called for bytes >= 0x80. */
-static size_t utf8_len(const unsigned char *s, size_t n)
-{
-    unsigned c = s[0], lo = 0x80, hi = 0xBF;
-    if (c >= 0xC2 && c <= 0xDF)
-        return n >= 2 && (s[1] & 0xC0) == 0x80 ? 2 : 0;
-    if (c >= 0xE0 && c <= 0xEF) {
-        if (c == 0xE0)
-            lo = 0xA0;
-        else if (c == 0xED)
-            hi = 0x9F;
-        if (n < 3 || s[1] < lo || s[1] > hi || (s[2] & 0xC0) != 0x80)
-            return 0;
-        return 3;
-    }
-    if (c >= 0xF0 && c <= 0xF4) {
-        if (c == 0xF0)
-            lo = 0x90;
-        else if (c == 0xF4)
-            hi = 0x8F;
-        if (n < 4 || s[1] < lo || s[1] > hi || (s[2] & 0xC0) != 0x80 || (s[3] & 0xC0) != 0x80)
-            return 0;
-        return 4;
-    }
-    return 0;
-}
-
-/* 1 for bytes that cannot be copied as they are: controls, '"', '\\' and non-ASCII. */
-static const unsigned char needs_care[256] = {
-    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, /* 0x00 */
-    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, /* 0x10 */
-    0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, /* 0x20 '"' */
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, /* 0x30 */
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, /* 0x40 */
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, /* 0x50 '\\' */
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, /* 0x60 */
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, /* 0x70 */
-    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, /* 0x80 .. 0xFF: UTF-8 */
-    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
-    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
-    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
-    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
-    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
-    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
-    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
-};
-
-/* Input bytes handled per reservation: each makes at most 6 output bytes. */
-#define STR_CHUNK 1024
-
-static void put_string(kr_sbuf_t *sb, const char *str, size_t len)
-{
-    static const char hex[] = "0123456789abcdef";
-    const unsigned char *s = (const unsigned char *)str;
-    size_t i = 0;
-
-    kr_sbuf_putc(sb, '"');
-    while (i < len) {
-        size_t end = len - i < STR_CHUNK ? len : i + STR_CHUNK;
-        /* Every step below starts before end and writes at most 6 bytes (a valid sequence may
-         * run past end, but writes no more bytes than it consumes). */
-        char *out = kr_sbuf_reserve(sb, (end - i) * 6);
-        char *o = out;
-        while (i < end) {
-            unsigned c = s[i];
-            if (!needs_care[c]) {
-                *o++ = (char)c;
-                i++;
-                continue;
-            }
-            if (c >= 0x80) {
-                size_t n = utf8_len(s + i, len - i);
-                if (n) {
-                    memcpy(o, s + i, n);
-                    o += n;
-                    i += n;
-                } else {
-                    memcpy(o, "\\ufffd", 6);
-                    o += 6;
-                    i++;
-                }
-                continue;
-            }
-            *o++ = '\\';
-            switch (c) {
-            case '"':
-            case '\\':
-                *o++ = (char)c;
-                break;
-            case '\b':
-                *o++ = 'b';
-                break;
-            case '\f':
-                *o++ = 'f';
-                break;
-            case '\n':
-                *o++ = 'n';
-                break;
-            case '\r':
-                *o++ = 'r';
-                break;
-            case '\t':
-                *o++ = 't';
-                break;
-            default:
-                memcpy(o, "u00", 3);
-                o[3] = hex[c >> 4];
-                o[4] = hex[c & 15];
-                o += 5;
-                break;
-            }
-            i++;
-        }
-        kr_sbuf_commit(sb, (size_t)(o - out));
-    }
-    kr_sbuf_putc(sb, '"');
-}
 
 static int encode_value(enc_t *e, int idx, int depth);
 
@@ -301,7 +184,7 @@ static int encode_object(enc_t *e, int idx, int depth)
         if (lua_type(L, -2) == LUA_TSTRING) {
             size_t klen;
             const char *k = lua_tolstring(L, -2, &klen);
-            put_string(e->sb, k, klen);
+            kr_json_write_string(e->sb, k, klen);
         } else if (lua_isinteger(L, -2)) {
             kr_sbuf_putc(e->sb, '"');
             put_int(e->sb, lua_tointeger(L, -2));
@@ -371,7 +254,7 @@ static int encode_value(enc_t *e, int idx, int depth)
     case LUA_TSTRING: {
         size_t len;
         const char *s = lua_tolstring(L, idx, &len);
-        put_string(e->sb, s, len);
+        kr_json_write_string(e->sb, s, len);
         return 0;
     }
     case LUA_TTABLE:
@@ -481,6 +364,17 @@ static void push_number(lua_State *L, dec_t *d, const cJSON *item)
     const char *tok;
     size_t len;
     char buf[32];
+    if (d->src == NULL) {
+        /* No source text (kr_json_push_cjson): an integral value that a double holds exactly
+         * becomes an integer. */
+        double v = item->valuedouble;
+        if (v == (double)(int64_t)v && v >= -9007199254740992.0 && v <= 9007199254740992.0) {
+            lua_pushinteger(L, (lua_Integer)v);
+            return;
+        }
+        lua_pushnumber(L, (lua_Number)v);
+        return;
+    }
     next_number(d, &tok, &len);
     if (len > 0 && len < sizeof(buf) && !memchr(tok, '.', len) && !memchr(tok, 'e', len)
         && !memchr(tok, 'E', len)) {
@@ -670,6 +564,33 @@ int kr_json_decode(lua_State *L, const char *s, size_t len, const kr_json_opts_t
 fail:
     cJSON_Delete(root);
     return rc;
+}
+
+int kr_json_push_cjson(lua_State *L, const cJSON *node, const kr_json_opts_t *opts,
+                       char *errbuf, size_t errlen)
+{
+    dec_t d = {.root = node, .max_depth = opts_depth(opts)};
+    if (errlen)
+        errbuf[0] = '\0';
+    if (!lua_checkstack(L, 3)) {
+        snprintf(errbuf, errlen, "%s", msg_nomem);
+        return KR_ENOMEM;
+    }
+    lua_pushcfunction(L, convert);
+    lua_pushlightuserdata(L, &d);
+    int status = lua_pcall(L, 1, 1, 0);
+    if (status != LUA_OK) {
+        snprintf(errbuf, errlen, "%s",
+                 lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "error in JSON decode");
+        lua_pop(L, 1);
+        return status == LUA_ERRMEM ? KR_ENOMEM : KR_ESCRIPT;
+    }
+    if (d.rc != 0) {
+        snprintf(errbuf, errlen, "%s", d.err);
+        lua_pop(L, 1);
+        return d.rc;
+    }
+    return 0;
 }
 
 /* ---- the kr.json module ---------------------------------------------------------------- */

@@ -64,6 +64,13 @@ int kr_json_encode(lua_State *L, int idx, kr_sbuf_t *sb, const kr_json_opts_t *o
 int kr_json_decode(lua_State *L, const char *s, size_t len, const kr_json_opts_t *opts,
                    char *errbuf, size_t errlen);
 
+/* Pushes the Lua value of an already parsed cJSON node (SignalR arguments). Numbers: integral
+ * values within +-2^53 become integers (no source text to tell 1 from 1.0). Returns 0, or an
+ * error (nothing pushed) with a message in errbuf; never raises. */
+struct cJSON;
+int kr_json_push_cjson(lua_State *L, const struct cJSON *node, const kr_json_opts_t *opts,
+                       char *errbuf, size_t errlen);
+
 /* Pushes the kr.json table: encode(v) -> string (raises on values it cannot encode),
  * decode(s) -> value | nil, err, null, array(t) -> t, empty_array. */
 void kr_lua_json_push_module(lua_State *L);

@@ -86,8 +86,8 @@ TEST(parse_round_trip)
     ASSERT_OK(kr_time_parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT", 29, &t));
     ASSERT_EQ(t, 784111777);
 
-    static const time_t samples[] = {0, 784111777, 951782400, 1704067199, 1760218200,
-                                     2147483647, 4102444800};
+    static const time_t samples[] = {0,          784111777,  951782400, 1704067199,
+                                     1760218200, 2147483647, 4102444800};
     char out[KR_HTTP_DATE_LEN + 1];
     for (size_t i = 0; i < KR_ARRAY_SIZE(samples); i++) {
         kr_time_http_date(samples[i], out);

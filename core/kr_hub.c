@@ -1,0 +1,1177 @@
+/* kr_hub.c: SignalR hubs: the HTTP endpoints, logical connections over WebSockets, the
+ * JSON hub protocol dispatch, built-in methods, groups, users and fan-out (see kr_hub.h).
+ *
+ * Connection states:
+ *   NEGOTIATED --WS upgrade--> HANDSHAKING --handshake--> CONNECTED --close--> CLOSING --> gone
+ * (skipNegotiation enters at HANDSHAKING). The hub's index holds the owning reference; fibers
+ * running invocations hold their own. Group member arrays hold plain pointers: a connection
+ * leaves every group before the index drops it (architecture B5.2).
+ */
+#include "kr_hub.h"
+#include "kr_conn.h"
+#include "kr_json.h"
+#include "kr_list.h"
+#include "kr_log.h"
+#include "kr_map.h"
+#include "kr_router.h"
+#include "kr_server.h"
+#include "kr_ws.h"
+
+#include <openssl/rand.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#define MAX_GROUP_NAME 1024
+#define ID_LEN 22 /* 16 random bytes, base64url without padding */
+
+typedef enum sr_state_e {
+    SR_NEGOTIATED = 0,
+    SR_HANDSHAKING,
+    SR_CONNECTED,
+    SR_CLOSING, /* transport closing; on_disconnected may still run */
+    SR_CLOSED,  /* out of the hub */
+} sr_state_e;
+
+typedef struct group_s {
+    char *name;
+    kr_sr_conn_t **members;
+    unsigned n, cap;
+} group_t;
+
+typedef struct membership_s {
+    group_t *g;
+    unsigned idx; /* position in g->members */
+} membership_t;
+
+typedef struct queued_msg_s {
+    kr_list_t link;
+    kr_sr_msg_t msg;
+} queued_msg_t;
+
+struct kr_sr_conn_s {
+    kr_hub_t *hub;
+    uint32_t refs;
+    sr_state_e state;
+    char id[ID_LEN + 1];
+    char token[ID_LEN + 1];
+    int transport;
+    int protocol;
+    kr_sr_wire_e wire;
+    kr_ws_t *ws;
+    char *user;
+    membership_t user_m; /* g == NULL when anonymous */
+    membership_t *groups;
+    unsigned ngroups, capgroups;
+    kr_sbuf_t inbuf;    /* received bytes not yet parsed into records */
+    int busy;           /* an invocation is running */
+    kr_list_t queue;    /* queued_msg_t waiting for the running one */
+    unsigned nqueued;
+    int paused;         /* reading stopped while the queue is full */
+    int got_ping;       /* the client timeout is armed by the first Ping */
+    int disconnect_pending;
+    int connected_once;  /* the handshake completed: on_disconnected is owed */
+    char *close_error;   /* why the server closed it (for on_disconnected) */
+    uint64_t created_ms, last_recv_ms, last_send_ms;
+    kr_list_t link;     /* hub->conns */
+};
+
+struct kr_hub_s {
+    kr_server_t *server;
+    char *path;
+    size_t path_len;
+    kr_hub_opts_t opts;
+    kr_hub_app_t app;
+    void *app_ud;
+    kr_map_t by_id, by_token, groups, users;
+    kr_list_t conns;
+    unsigned nconnected;
+    uv_timer_t timer;
+    int shutting_down;
+};
+
+static void conn_finish(kr_sr_conn_t *c);
+static void process_input(kr_sr_conn_t *c);
+static void dispatch_next(kr_sr_conn_t *c);
+
+void kr_hub_opts_default(kr_hub_opts_t *o)
+{
+    o->keepalive_ms = 15000;
+    o->client_timeout_ms = 30000;
+    o->handshake_timeout_ms = 15000;
+    o->disconnect_timeout_ms = 15000;
+    o->max_message_bytes = 32768;
+    o->transports = KR_SR_TRANSPORT_WS;
+    o->protocols = KR_SR_PROTO_JSON;
+    o->detailed_errors = 0;
+    o->builtins = 1;
+    o->max_queued_invocations = 32;
+    o->high_water = 1024 * 1024;
+    o->low_water = 256 * 1024;
+    o->hard_limit = 8 * 1024 * 1024;
+}
+
+static uint64_t now_ms(const kr_hub_t *hub)
+{
+    return uv_now(hub->server->loop);
+}
+
+/* ---- ids -------------------------------------------------------------------------------- */
+
+static void random_id(char out[ID_LEN + 1])
+{
+    static const char b64url[] =
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    unsigned char raw[18] = {0}; /* 16 random bytes + padding for the last 3-byte group */
+    if (RAND_bytes(raw, 16) != 1)
+        KR_ASSERT(uv_random(NULL, NULL, raw, 16, 0, NULL) == 0);
+    int o = 0;
+    for (int i = 0; i < 16; i += 3) {
+        uint32_t v = (uint32_t)raw[i] << 16 | (uint32_t)raw[i + 1] << 8 | raw[i + 2];
+        out[o++] = b64url[(v >> 18) & 63];
+        out[o++] = b64url[(v >> 12) & 63];
+        if (o < ID_LEN)
+            out[o++] = b64url[(v >> 6) & 63];
+        if (o < ID_LEN)
+            out[o++] = b64url[v & 63];
+    }
+    out[ID_LEN] = '\0';
+}
+
+/* ---- connections ------------------------------------------------------------------------ */
+
+void kr_sr_conn_ref(kr_sr_conn_t *c)
+{
+    c->refs++;
+}
+
+void kr_sr_conn_unref(kr_sr_conn_t *c)
+{
+    KR_ASSERT(c->refs > 0);
+    if (--c->refs > 0)
+        return;
+    while (!kr_list_empty(&c->queue)) {
+        queued_msg_t *q = kr_container_of(c->queue.next, queued_msg_t, link);
+        kr_list_remove(&q->link);
+        kr_sr_msg_dispose(&q->msg);
+        kr_free(q);
+    }
+    kr_sbuf_dispose(&c->inbuf);
+    kr_free(c->close_error);
+    kr_free(c->groups);
+    kr_free(c->user);
+    kr_free(c);
+}
+
+const char *kr_sr_conn_id(const kr_sr_conn_t *c)
+{
+    return c->id;
+}
+
+const char *kr_sr_conn_user(const kr_sr_conn_t *c)
+{
+    return c->user;
+}
+
+kr_hub_t *kr_sr_conn_hub(const kr_sr_conn_t *c)
+{
+    return c->hub;
+}
+
+int kr_sr_conn_is_open(const kr_sr_conn_t *c)
+{
+    return c->state == SR_CONNECTED;
+}
+
+static kr_sr_conn_t *conn_new(kr_hub_t *hub, int with_token)
+{
+    kr_sr_conn_t *c = kr_calloc(1, sizeof(*c));
+    c->hub = hub;
+    c->refs = 1; /* the hub's index */
+    random_id(c->id);
+    if (with_token)
+        random_id(c->token);
+    else
+        memcpy(c->token, c->id, sizeof(c->id)); /* negotiate v0 and skipNegotiation use the id */
+    kr_sbuf_init(&c->inbuf, 256);
+    kr_list_init(&c->queue);
+    c->created_ms = c->last_recv_ms = c->last_send_ms = now_ms(hub);
+    kr_map_put(&hub->by_id, c->id, ID_LEN, c);
+    kr_map_put(&hub->by_token, c->token, ID_LEN, c);
+    kr_list_insert_tail(&hub->conns, &c->link);
+    return c;
+}
+
+kr_sr_conn_t *kr_hub_find(const kr_hub_t *hub, const char *id, size_t len)
+{
+    kr_sr_conn_t *c = kr_map_get(&hub->by_id, id, len);
+    return c && c->state == SR_CONNECTED ? c : NULL;
+}
+
+unsigned kr_hub_connection_count(const kr_hub_t *hub)
+{
+    return hub->nconnected;
+}
+
+/* ---- groups and users ------------------------------------------------------------------- */
+
+static void group_insert(group_t *g, kr_sr_conn_t *c, membership_t *m)
+{
+    if (g->n == g->cap) {
+        g->cap = g->cap ? g->cap * 2 : 4;
+        g->members = kr_realloc(g->members, sizeof(*g->members) * g->cap);
+    }
+    m->g = g;
+    m->idx = g->n;
+    g->members[g->n++] = c;
+}
+
+static membership_t *membership_of(kr_sr_conn_t *c, const group_t *g)
+{
+    if (c->user_m.g == g)
+        return &c->user_m;
+    for (unsigned i = 0; i < c->ngroups; i++)
+        if (c->groups[i].g == g)
+            return &c->groups[i];
+    return NULL;
+}
+
+/* Swap-removes c from g and fixes the moved member's index; frees an empty group. */
+static void group_erase(kr_map_t *map, group_t *g, unsigned idx)
+{
+    KR_ASSERT(idx < g->n);
+    g->n--;
+    if (idx != g->n) {
+        kr_sr_conn_t *moved = g->members[g->n];
+        g->members[idx] = moved;
+        membership_t *m = membership_of(moved, g);
+        KR_ASSERT(m != NULL);
+        m->idx = idx;
+    }
+    if (g->n == 0) {
+        kr_map_del(map, g->name, strlen(g->name));
+        kr_free(g->name);
+        kr_free(g->members);
+        kr_free(g);
+    }
+}
+
+int kr_hub_group_add(kr_hub_t *hub, kr_sr_conn_t *c, const char *name, size_t len)
+{
+    if (c->state != SR_CONNECTED)
+        return KR_ECLOSED;
+    if (len > MAX_GROUP_NAME || memchr(name, '\0', len))
+        return KR_ELIMIT;
+    group_t *g = kr_map_get(&hub->groups, name, len);
+    if (g == NULL) {
+        g = kr_calloc(1, sizeof(*g));
+        g->name = kr_strndup(name, len);
+        kr_map_put(&hub->groups, name, len, g);
+    } else {
+        for (unsigned i = 0; i < c->ngroups; i++)
+            if (c->groups[i].g == g)
+                return 0;
+    }
+    if (c->ngroups == c->capgroups) {
+        c->capgroups = c->capgroups ? c->capgroups * 2 : 4;
+        c->groups = kr_realloc(c->groups, sizeof(*c->groups) * c->capgroups);
+    }
+    group_insert(g, c, &c->groups[c->ngroups++]);
+    return 0;
+}
+
+int kr_hub_group_remove(kr_hub_t *hub, kr_sr_conn_t *c, const char *name, size_t len)
+{
+    if (c->state == SR_CLOSED)
+        return KR_ECLOSED;
+    group_t *g = kr_map_get(&hub->groups, name, len);
+    if (g == NULL)
+        return 0;
+    for (unsigned i = 0; i < c->ngroups; i++) {
+        if (c->groups[i].g != g)
+            continue;
+        unsigned idx = c->groups[i].idx;
+        c->groups[i] = c->groups[--c->ngroups];
+        group_erase(&hub->groups, g, idx);
+        return 0;
+    }
+    return 0;
+}
+
+static void leave_all(kr_sr_conn_t *c)
+{
+    kr_hub_t *hub = c->hub;
+    while (c->ngroups > 0) {
+        membership_t m = c->groups[--c->ngroups];
+        group_erase(&hub->groups, m.g, m.idx);
+    }
+    if (c->user_m.g) {
+        group_t *g = c->user_m.g;
+        c->user_m.g = NULL;
+        group_erase(&hub->users, g, c->user_m.idx);
+    }
+}
+
+/* ---- sending ---------------------------------------------------------------------------- */
+
+static int wire_protocol(kr_sr_wire_e wire)
+{
+    return wire == KR_WIRE_WS_MSGPACK ? KR_SR_PROTO_MSGPACK : KR_SR_PROTO_JSON;
+}
+
+/* Wraps encoded records into the delivery unit of a wire format. Takes records. */
+static kr_buf_t *make_unit(kr_sr_wire_e wire, kr_buf_t *records)
+{
+    kr_buf_t *unit = kr_ws_frame_new(wire == KR_WIRE_WS_MSGPACK ? 0x2 : 0x1, records->data,
+                                     records->len);
+    kr_buf_unref(records);
+    return unit;
+}
+
+/* Queues one delivery unit (takes the reference). */
+static int deliver(kr_sr_conn_t *c, kr_buf_t *unit)
+{
+    if (c->ws == NULL) {
+        kr_buf_unref(unit);
+        return KR_ECLOSED;
+    }
+    c->last_send_ms = now_ms(c->hub);
+    return kr_ws_send_frame(c->ws, unit);
+}
+
+/* Sends records already encoded for this connection's protocol (handshake, completions). */
+static int send_records(kr_sr_conn_t *c, kr_sbuf_t *sb)
+{
+    return deliver(c, make_unit(c->wire, kr_sbuf_finish(sb)));
+}
+
+typedef struct fanout_s {
+    const kr_sr_payload_t *p;
+    kr_buf_t *units[KR_WIRE_COUNT];
+    unsigned count;
+    int err;
+} fanout_t;
+
+static void fanout_one(fanout_t *f, kr_sr_conn_t *c)
+{
+    if (f->err || c->state != SR_CONNECTED)
+        return;
+    kr_buf_t *unit = f->units[c->wire];
+    if (unit == NULL) {
+        /* First recipient on this wire format: encode once, share with every later one. */
+        kr_sbuf_t sb;
+        kr_sbuf_init(&sb, 256);
+        int err = f->p->encode(f->p->ud, wire_protocol(c->wire), &sb);
+        if (err != 0) {
+            kr_sbuf_dispose(&sb);
+            f->err = err;
+            return;
+        }
+        unit = f->units[c->wire] = make_unit(c->wire, kr_sbuf_finish(&sb));
+    }
+    if (deliver(c, kr_buf_ref(unit)) == 0)
+        f->count++;
+}
+
+static int fanout_end(kr_hub_t *hub, fanout_t *f, unsigned *count)
+{
+    for (int i = 0; i < KR_WIRE_COUNT; i++)
+        kr_buf_unref(f->units[i]);
+    hub->server->stats.messages_sent += f->count;
+    if (count)
+        *count = f->count;
+    return f->err;
+}
+
+int kr_hub_send_all(kr_hub_t *hub, const kr_sr_payload_t *p, unsigned *count)
+{
+    fanout_t f = {.p = p};
+    kr_list_t *it;
+    kr_list_foreach(it, &hub->conns) fanout_one(&f, kr_container_of(it, kr_sr_conn_t, link));
+    return fanout_end(hub, &f, count);
+}
+
+static int send_members(kr_hub_t *hub, group_t *g, const kr_sr_payload_t *p, unsigned *count)
+{
+    fanout_t f = {.p = p};
+    for (unsigned i = 0; g && i < g->n; i++)
+        fanout_one(&f, g->members[i]);
+    return fanout_end(hub, &f, count);
+}
+
+int kr_hub_send_group(kr_hub_t *hub, const char *group, size_t len, const kr_sr_payload_t *p,
+                      unsigned *count)
+{
+    return send_members(hub, kr_map_get(&hub->groups, group, len), p, count);
+}
+
+int kr_hub_send_user(kr_hub_t *hub, const char *user, size_t len, const kr_sr_payload_t *p,
+                     unsigned *count)
+{
+    return send_members(hub, kr_map_get(&hub->users, user, len), p, count);
+}
+
+int kr_hub_send_to(kr_hub_t *hub, const char *id, size_t len, const kr_sr_payload_t *p)
+{
+    kr_sr_conn_t *c = kr_hub_find(hub, id, len);
+    if (c == NULL)
+        return KR_ENOENT;
+    return kr_sr_conn_send(c, p);
+}
+
+int kr_sr_conn_send(kr_sr_conn_t *c, const kr_sr_payload_t *p)
+{
+    if (c->state != SR_CONNECTED)
+        return KR_ECLOSED;
+    fanout_t f = {.p = p};
+    fanout_one(&f, c);
+    return fanout_end(c->hub, &f, NULL);
+}
+
+/* ---- closing ---------------------------------------------------------------------------- */
+
+static void conn_ended(kr_sr_conn_t *c, const char *error);
+
+void kr_sr_conn_close(kr_sr_conn_t *c, const char *error, int allow_reconnect)
+{
+    if (c->state >= SR_CLOSING)
+        return;
+    if (c->state == SR_CONNECTED) {
+        kr_sbuf_t sb;
+        kr_sbuf_init(&sb, 128);
+        kr_sr_json_write_close(&sb, error, allow_reconnect);
+        send_records(c, &sb);
+        c->hub->nconnected--;
+    }
+    if (error && c->close_error == NULL)
+        c->close_error = kr_strdup(error);
+    c->state = SR_CLOSING; /* sends stop here; the transport's close ends the connection */
+    if (c->ws) {
+        kr_ws_close(c->ws, 1000, NULL);
+        return;
+    }
+    conn_ended(c, NULL);
+}
+
+/* The transport is gone: tell the app, then (now or when it says so) release groups. */
+static void conn_ended(kr_sr_conn_t *c, const char *error)
+{
+    kr_hub_t *hub = c->hub;
+    if (c->state == SR_CLOSED || c->disconnect_pending)
+        return;
+    if (c->state == SR_CONNECTED)
+        hub->nconnected--;
+    c->state = SR_CLOSING;
+    c->ws = NULL;
+    if (error == NULL)
+        error = c->close_error;
+    if (c->connected_once) {
+        c->connected_once = 0; /* on_disconnected runs once */
+        if (error)
+            KR_LOG(KR_LOG_WARN, "hub", "%s: %s disconnected: %s", hub->path, c->id, error);
+        else
+            KR_LOG(KR_LOG_INFO, "hub", "%s: %s disconnected", hub->path, c->id);
+        if (hub->app.disconnected && hub->app.disconnected(hub, c, error, hub->app_ud)) {
+            c->disconnect_pending = 1;
+            return;
+        }
+    }
+    conn_finish(c);
+}
+
+void kr_sr_conn_disconnected_done(kr_sr_conn_t *c)
+{
+    if (!c->disconnect_pending)
+        return;
+    c->disconnect_pending = 0;
+    conn_finish(c);
+}
+
+static void conn_finish(kr_sr_conn_t *c)
+{
+    kr_hub_t *hub = c->hub;
+    if (c->state == SR_CLOSED)
+        return;
+    c->state = SR_CLOSED;
+    leave_all(c);
+    kr_map_del(&hub->by_id, c->id, ID_LEN);
+    kr_map_del(&hub->by_token, c->token, ID_LEN);
+    kr_list_remove(&c->link);
+    kr_sr_conn_unref(c); /* the index's reference */
+}
+
+/* ---- WebSocket transport ---------------------------------------------------------------- */
+
+static void ws_on_message(kr_ws_t *ws, int binary, const char *data, size_t len, void *ud)
+{
+    kr_sr_conn_t *c = ud;
+    KR_UNUSED(ws);
+    if (c == NULL || c->state >= SR_CLOSING)
+        return;
+    if (binary && c->protocol != KR_SR_PROTO_MSGPACK) {
+        /* JSON travels in text frames; a binary one is a protocol error. */
+        kr_sr_conn_close(c, "Connection closed with an error.", 0);
+        return;
+    }
+    c->last_recv_ms = now_ms(c->hub);
+    kr_sbuf_append(&c->inbuf, data, len);
+    kr_sr_conn_ref(c);
+    process_input(c);
+    kr_sr_conn_unref(c);
+}
+
+static void ws_on_close(kr_ws_t *ws, int code, void *ud)
+{
+    kr_sr_conn_t *c = ud;
+    KR_UNUSED(ws);
+    if (c == NULL || c->ws == NULL)
+        return; /* the hub was freed, or the connection already ended */
+    conn_ended(c, code == 1000 || code == 1005 || code == 1001 ? NULL
+                                                               : "the WebSocket closed abruptly");
+}
+
+static const kr_ws_handler_t ws_handler = {
+    .on_message = ws_on_message,
+    .on_close = ws_on_close,
+};
+
+/* ---- protocol: handshake, messages, built-ins ------------------------------------------- */
+
+static void handshake_fail(kr_sr_conn_t *c, const char *error)
+{
+    kr_sbuf_t sb;
+    kr_sbuf_init(&sb, 128);
+    kr_sr_json_write_handshake_error(&sb, error);
+    send_records(c, &sb);
+    KR_LOG(KR_LOG_INFO, "hub", "%s: %s handshake failed: %s", c->hub->path, c->id, error);
+    kr_sr_conn_close(c, NULL, 0);
+}
+
+static void handle_handshake(kr_sr_conn_t *c, const char *rec, size_t len)
+{
+    kr_hub_t *hub = c->hub;
+    char protocol[32];
+    int version = 0;
+    const char *err = NULL;
+    char msg[160];
+    if (kr_sr_handshake_parse(rec, len, protocol, sizeof(protocol), &version, &err) != 0) {
+        snprintf(msg, sizeof(msg), "An unexpected error occurred during connection handshake.%s%s",
+                 hub->opts.detailed_errors ? " " : "", hub->opts.detailed_errors ? err : "");
+        handshake_fail(c, msg);
+        return;
+    }
+    if (strcmp(protocol, "json") != 0 || !(hub->opts.protocols & KR_SR_PROTO_JSON)) {
+        snprintf(msg, sizeof(msg), "The protocol '%s' is not supported.", protocol);
+        handshake_fail(c, msg);
+        return;
+    }
+    if (version < 0 || version > 2) {
+        snprintf(msg, sizeof(msg), "The server does not support version %d of the '%s' protocol.",
+                 version, protocol);
+        handshake_fail(c, msg);
+        return;
+    }
+    c->protocol = KR_SR_PROTO_JSON;
+    c->wire = KR_WIRE_WS_JSON;
+    kr_sbuf_t sb;
+    kr_sbuf_init(&sb, 16);
+    kr_sr_json_write_handshake_ok(&sb);
+    send_records(c, &sb);
+    c->state = SR_CONNECTED;
+    c->connected_once = 1;
+    hub->nconnected++;
+    KR_LOG(KR_LOG_INFO, "hub", "%s: %s connected (WebSockets, json)", hub->path, c->id);
+    if (hub->app.connected)
+        hub->app.connected(hub, c, hub->app_ud);
+}
+
+static void complete_error(kr_sr_conn_t *c, const char *id, const char *error)
+{
+    if (id == NULL || c->state != SR_CONNECTED)
+        return;
+    kr_sbuf_t sb;
+    kr_sbuf_init(&sb, 128);
+    kr_sr_json_write_completion(&sb, id, NULL, 0, error);
+    send_records(c, &sb);
+}
+
+/* Sends method(arg) to the caller: the reply of a built-in (GroupJoined, ReceiveEcho). */
+static void send_to_caller(kr_sr_conn_t *c, const char *method, const cJSON *arg)
+{
+    kr_sbuf_t sb;
+    kr_sbuf_init(&sb, 128);
+    kr_sr_json_write_invocation_head(&sb, NULL, method);
+    char *text = cJSON_PrintUnformatted(arg);
+    kr_sbuf_putc(&sb, '[');
+    kr_sbuf_puts(&sb, text ? text : "null");
+    kr_sbuf_putc(&sb, ']');
+    cJSON_free(text);
+    kr_sr_json_write_tail(&sb);
+    send_records(c, &sb);
+}
+
+/* JoinGroup / LeaveGroup / Echo. Returns 1 when name is a built-in (and it ran). */
+static int run_builtin(kr_sr_conn_t *c, const kr_sr_msg_t *m)
+{
+    static const char *const names[] = {"JoinGroup", "LeaveGroup", "Echo"};
+    int which = -1;
+    for (int i = 0; i < 3; i++)
+        if (strlen(m->target) == strlen(names[i]) &&
+            kr_strncasecmp(m->target, names[i], strlen(names[i])) == 0)
+            which = i;
+    if (which < 0)
+        return 0;
+    kr_hub_t *hub = c->hub;
+    const cJSON *arg = cJSON_GetArrayItem(m->arguments, 0);
+    if (cJSON_GetArraySize(m->arguments) != 1 || !cJSON_IsString(arg)) {
+        char msg[256];
+        snprintf(msg, sizeof(msg), "Failed to invoke '%s' due to an error on the server.%s",
+                 m->target,
+                 hub->opts.detailed_errors ? " InvalidDataException: the method expects one "
+                                             "string argument."
+                                           : "");
+        complete_error(c, m->invocation_id, msg);
+        return 1;
+    }
+    const char *s = arg->valuestring;
+    if (which == 0) {
+        if (kr_hub_group_add(hub, c, s, strlen(s)) == KR_ELIMIT) {
+            complete_error(c, m->invocation_id,
+                           "An unexpected error occurred invoking 'JoinGroup' on the server.");
+            return 1;
+        }
+        send_to_caller(c, "GroupJoined", arg);
+    } else if (which == 1) {
+        kr_hub_group_remove(hub, c, s, strlen(s));
+        send_to_caller(c, "GroupLeft", arg);
+    } else {
+        send_to_caller(c, "ReceiveEcho", arg);
+    }
+    if (m->invocation_id) {
+        kr_sbuf_t sb;
+        kr_sbuf_init(&sb, 64);
+        kr_sr_json_write_completion_void(&sb, m->invocation_id);
+        send_records(c, &sb);
+    }
+    return 1;
+}
+
+/* Runs one invocation. The connection is busy until kr_sr_conn_complete. */
+static void dispatch(kr_sr_conn_t *c, const kr_sr_msg_t *m)
+{
+    kr_hub_t *hub = c->hub;
+    if (m->type == KR_SR_STREAM_INVOCATION) {
+        char msg[300];
+        snprintf(msg, sizeof(msg),
+                 "The client attempted to invoke the non-streaming '%s' method with a streaming "
+                 "invocation.",
+                 m->target);
+        complete_error(c, m->invocation_id, msg);
+        return;
+    }
+    c->busy = 1;
+    if (hub->app.invoke && hub->app.invoke(hub, c, m, hub->app_ud) == 0)
+        return; /* the app completes it */
+    c->busy = 0;
+    if (hub->opts.builtins && run_builtin(c, m))
+        return;
+    char msg[300];
+    snprintf(msg, sizeof(msg), "Unknown hub method '%s'", m->target);
+    complete_error(c, m->invocation_id, msg);
+}
+
+void kr_sr_conn_complete(kr_sr_conn_t *c, const char *invocation_id, const char *result_json,
+                         size_t result_len, const char *error)
+{
+    c->busy = 0;
+    if (invocation_id && c->state == SR_CONNECTED) {
+        kr_sbuf_t sb;
+        kr_sbuf_init(&sb, 64 + result_len);
+        kr_sr_json_write_completion(&sb, invocation_id, result_json, result_len, error);
+        send_records(c, &sb);
+    }
+    if (c->state == SR_CONNECTED)
+        dispatch_next(c);
+}
+
+/* Runs queued invocations until one stays busy, then parses more input if reading paused. */
+static void dispatch_next(kr_sr_conn_t *c)
+{
+    while (!c->busy && !kr_list_empty(&c->queue) && c->state == SR_CONNECTED) {
+        queued_msg_t *q = kr_container_of(c->queue.next, queued_msg_t, link);
+        kr_list_remove(&q->link);
+        c->nqueued--;
+        dispatch(c, &q->msg);
+        kr_sr_msg_dispose(&q->msg);
+        kr_free(q);
+    }
+    if (c->paused && c->nqueued < c->hub->opts.max_queued_invocations && c->state == SR_CONNECTED) {
+        c->paused = 0;
+        if (c->ws)
+            kr_conn_read_start(kr_ws_conn(c->ws));
+        process_input(c);
+    }
+}
+
+static void protocol_error(kr_sr_conn_t *c, const char *detail)
+{
+    kr_hub_t *hub = c->hub;
+    KR_LOG(KR_LOG_INFO, "hub", "%s: %s protocol error: %s", hub->path, c->id, detail);
+    char msg[300];
+    snprintf(msg, sizeof(msg), "Connection closed with an error.%s%s",
+             hub->opts.detailed_errors ? " InvalidDataException: " : "",
+             hub->opts.detailed_errors ? detail : "");
+    kr_sr_conn_close(c, msg, 1);
+}
+
+static void handle_message(kr_sr_conn_t *c, kr_sr_msg_t *m)
+{
+    switch (m->type) {
+    case KR_SR_INVOCATION:
+    case KR_SR_STREAM_INVOCATION:
+        if (c->busy || !kr_list_empty(&c->queue)) {
+            queued_msg_t *q = kr_malloc(sizeof(*q));
+            q->msg = *m; /* ownership of the parsed tree moves into the queue */
+            m->_root = NULL;
+            kr_list_insert_tail(&c->queue, &q->link);
+            c->nqueued++;
+            return;
+        }
+        dispatch(c, m);
+        return;
+    case KR_SR_PING:
+        c->got_ping = 1;
+        return;
+    case KR_SR_CLOSE:
+        /* The client is leaving: answer with a Close and end the transport. */
+        kr_sr_conn_close(c, NULL, 0);
+        return;
+    default:
+        /* Completions (client results), stream items, cancellations, acks: not enabled on this
+         * hub yet; an unknown type is ignored as .NET does. */
+        return;
+    }
+}
+
+static void process_input(kr_sr_conn_t *c)
+{
+    kr_hub_t *hub = c->hub;
+    size_t off = 0;
+    const char *data = kr_sbuf_data(&c->inbuf);
+    size_t len = kr_sbuf_len(&c->inbuf);
+    while (c->state == SR_HANDSHAKING || c->state == SR_CONNECTED) {
+        if (c->state == SR_CONNECTED && c->nqueued >= hub->opts.max_queued_invocations) {
+            /* Back-pressure: stop reading until the queue drains (dispatch_next resumes). */
+            if (!c->paused && c->ws) {
+                c->paused = 1;
+                kr_conn_read_stop(kr_ws_conn(c->ws));
+            }
+            break;
+        }
+        size_t rec_len;
+        size_t used = kr_sr_json_next_record(data + off, len - off, &rec_len);
+        if (used == 0) {
+            if (len - off > hub->opts.max_message_bytes) {
+                if (c->state == SR_HANDSHAKING)
+                    handshake_fail(c, "Handshake was canceled.");
+                else
+                    protocol_error(c, "The maximum message size was exceeded.");
+            }
+            break;
+        }
+        const char *rec = data + off;
+        off += used;
+        if (rec_len > hub->opts.max_message_bytes) {
+            if (c->state == SR_HANDSHAKING)
+                handshake_fail(c, "Handshake was canceled.");
+            else
+                protocol_error(c, "The maximum message size was exceeded.");
+            break;
+        }
+        if (c->state == SR_HANDSHAKING) {
+            handle_handshake(c, rec, rec_len);
+            continue;
+        }
+        if (rec_len == 0)
+            continue;
+        kr_sr_msg_t m;
+        const char *err = NULL;
+        if (kr_sr_json_parse(rec, rec_len, &m, &err) != 0) {
+            protocol_error(c, err ? err : "malformed message");
+            break;
+        }
+        handle_message(c, &m);
+        kr_sr_msg_dispose(&m);
+    }
+    /* Keep what was not consumed (a partial record, or records waiting for the queue). */
+    if (c->state >= SR_CLOSING) {
+        kr_sbuf_reset(&c->inbuf);
+    } else if (off > 0) {
+        memmove(kr_sbuf_data(&c->inbuf), kr_sbuf_data(&c->inbuf) + off, len - off);
+        c->inbuf.buf->len = len - off;
+    }
+}
+
+/* ---- timers: handshake timeout, keep-alive, client timeout, stale negotiations ---------- */
+
+static void on_tick(uv_timer_t *t)
+{
+    kr_hub_t *hub = t->data;
+    uint64_t now = now_ms(hub);
+    kr_list_t *it = hub->conns.next;
+    while (it != &hub->conns) {
+        kr_sr_conn_t *c = kr_container_of(it, kr_sr_conn_t, link);
+        it = it->next;
+        kr_sr_conn_ref(c);
+        switch (c->state) {
+        case SR_NEGOTIATED:
+            if (now - c->created_ms >= hub->opts.disconnect_timeout_ms)
+                conn_finish(c);
+            break;
+        case SR_HANDSHAKING:
+            if (now - c->created_ms >= hub->opts.handshake_timeout_ms)
+                handshake_fail(c, "Handshake was canceled.");
+            break;
+        case SR_CONNECTED:
+            if (c->got_ping && now - c->last_recv_ms >= hub->opts.client_timeout_ms) {
+                KR_LOG(KR_LOG_INFO, "hub", "%s: %s client timeout", hub->path, c->id);
+                kr_sr_conn_close(c, "Connection closed with an error.", 1);
+            } else if (now - c->last_send_ms >= hub->opts.keepalive_ms) {
+                kr_sbuf_t sb;
+                kr_sbuf_init(&sb, 16);
+                kr_sr_json_write_ping(&sb);
+                send_records(c, &sb);
+            }
+            break;
+        default:
+            break;
+        }
+        kr_sr_conn_unref(c); /* `it` was taken before: only c itself can have left the list */
+    }
+}
+
+static uint64_t tick_interval(const kr_hub_opts_t *o)
+{
+    uint64_t m = o->keepalive_ms;
+    if (o->client_timeout_ms < m)
+        m = o->client_timeout_ms;
+    if (o->handshake_timeout_ms < m)
+        m = o->handshake_timeout_ms;
+    m /= 10;
+    return m < 20 ? 20 : m > 1000 ? 1000 : m;
+}
+
+/* ---- HTTP endpoints --------------------------------------------------------------------- */
+
+static int hexval(int ch)
+{
+    if (ch >= '0' && ch <= '9')
+        return ch - '0';
+    if (ch >= 'a' && ch <= 'f')
+        return ch - 'a' + 10;
+    if (ch >= 'A' && ch <= 'F')
+        return ch - 'A' + 10;
+    return -1;
+}
+
+/* Finds a query parameter (key compared case-insensitively, as .NET does) and percent-decodes
+ * its value into out. Returns the length, or -1 when absent or too long. */
+static long query_param(const kr_http_req_t *req, const char *key, char *out, size_t outlen)
+{
+    size_t klen = strlen(key);
+    const char *p = req->query;
+    while (*p) {
+        const char *amp = strchr(p, '&');
+        const char *end = amp ? amp : p + strlen(p);
+        const char *eq = memchr(p, '=', (size_t)(end - p));
+        const char *kend = eq ? eq : end;
+        if ((size_t)(kend - p) == klen && kr_strncasecmp(p, key, klen) == 0) {
+            size_t o = 0;
+            for (const char *v = eq ? eq + 1 : end; v < end; v++) {
+                if (o + 1 >= outlen)
+                    return -1;
+                if (*v == '%' && v + 2 < end + 0 && hexval(v[1]) >= 0 && hexval(v[2]) >= 0) {
+                    out[o++] = (char)(hexval(v[1]) * 16 + hexval(v[2]));
+                    v += 2;
+                } else {
+                    out[o++] = *v == '+' ? ' ' : *v;
+                }
+            }
+            out[o] = '\0';
+            return (long)o;
+        }
+        p = amp ? amp + 1 : end;
+    }
+    return -1;
+}
+
+static void respond_text(kr_http_req_t *req, int status, const char *text)
+{
+    kr_http_respond_text(req, status, "text/plain; charset=utf-8", text, strlen(text));
+}
+
+static void respond_json(kr_http_req_t *req, kr_sbuf_t *sb)
+{
+    kr_http_header_t h[] = {
+        {"Content-Type", "application/json", 12, 16},
+        {"Cache-Control", "no-cache", 13, 8},
+    };
+    kr_http_respond(req, 200, h, 2, kr_sbuf_finish(sb));
+}
+
+static void negotiate(kr_hub_t *hub, kr_http_req_t *req)
+{
+    if (req->method != KR_M_POST) {
+        kr_http_header_t h = {"Allow", "POST", 5, 4};
+        kr_http_respond(req, 405, &h, 1, NULL);
+        return;
+    }
+    char vbuf[32];
+    long vlen = query_param(req, "negotiateVersion", vbuf, sizeof(vbuf));
+    kr_sbuf_t sb;
+    kr_sbuf_init(&sb, 256);
+    long version = 0;
+    if (vlen >= 0) {
+        char *end;
+        version = strtol(vbuf, &end, 10);
+        if (vlen == 0 || *end != '\0') {
+            kr_sbuf_puts(&sb, "{\"error\":");
+            char text[96];
+            snprintf(text, sizeof(text), "The client requested an invalid protocol version '%s'",
+                     vbuf);
+            kr_json_write_string(&sb, text, strlen(text));
+            kr_sbuf_putc(&sb, '}');
+            respond_json(req, &sb);
+            return;
+        }
+        if (version < 0) {
+            kr_sbuf_puts(&sb, "{\"error\":");
+            char text[128];
+            snprintf(text, sizeof(text),
+                     "The client requested version '%ld', but the server does not support this "
+                     "version.",
+                     version);
+            kr_json_write_string(&sb, text, strlen(text));
+            kr_sbuf_putc(&sb, '}');
+            respond_json(req, &sb);
+            return;
+        }
+        if (version > 1)
+            version = 1;
+    }
+    kr_sr_conn_t *c = conn_new(hub, version >= 1);
+    kr_sbuf_printf(&sb, "{\"negotiateVersion\":%ld,\"connectionId\":\"%s\"", version, c->id);
+    if (version >= 1)
+        kr_sbuf_printf(&sb, ",\"connectionToken\":\"%s\"", c->token);
+    kr_sbuf_puts(&sb, ",\"availableTransports\":[");
+    if (hub->opts.transports & KR_SR_TRANSPORT_WS)
+        kr_sbuf_puts(&sb, "{\"transport\":\"WebSockets\",\"transferFormats\":[\"Text\",\"Binary\"]}");
+    kr_sbuf_puts(&sb, "]}");
+    respond_json(req, &sb);
+}
+
+static void start_websocket(kr_hub_t *hub, kr_http_req_t *req, kr_sr_conn_t *c)
+{
+    int status = kr_ws_check_upgrade(req);
+    if (status != 0) {
+        kr_ws_reject(req, status);
+        return;
+    }
+    kr_ws_opts_t wo;
+    kr_ws_opts_default(&wo);
+    /* Records may arrive in any number of frames; the hub enforces its own message limit on
+     * records, the frame layer only a generous bound on one WebSocket message. */
+    wo.max_message = hub->opts.max_message_bytes * 4 + 1024;
+    wo.high_water = hub->opts.high_water;
+    wo.low_water = hub->opts.low_water;
+    wo.hard_limit = hub->opts.hard_limit;
+    if (c == NULL)
+        c = conn_new(hub, 0); /* skipNegotiation */
+    kr_ws_t *ws = kr_ws_accept(req, &ws_handler, c, &wo);
+    if (ws == NULL) {
+        conn_finish(c);
+        return;
+    }
+    c->ws = ws;
+    c->transport = KR_SR_TRANSPORT_WS;
+    c->state = SR_HANDSHAKING;
+    c->created_ms = c->last_recv_ms = now_ms(hub); /* the handshake timeout starts now */
+}
+
+int kr_hub_handle_http(kr_hub_t *hub, kr_http_req_t *req)
+{
+    int is_negotiate = 0;
+    if (req->path_len == hub->path_len + 10 &&
+        memcmp(req->path, hub->path, hub->path_len) == 0 &&
+        memcmp(req->path + hub->path_len, "/negotiate", 10) == 0)
+        is_negotiate = 1;
+    else if (!(req->path_len == hub->path_len && memcmp(req->path, hub->path, hub->path_len) == 0))
+        return 0;
+    if (hub->shutting_down) {
+        respond_text(req, 503, "Server stopping");
+        return 1;
+    }
+    if (is_negotiate) {
+        negotiate(hub, req);
+        return 1;
+    }
+    char id[ID_LEN + 8];
+    long idlen = query_param(req, "id", id, sizeof(id));
+    kr_sr_conn_t *c = NULL;
+    if (idlen > 0)
+        c = kr_map_get(&hub->by_token, id, (size_t)idlen);
+    int is_ws = kr_http_req_header(req, "upgrade", NULL) != NULL;
+    if (req->method == KR_M_GET && is_ws) {
+        if (!(hub->opts.transports & KR_SR_TRANSPORT_WS)) {
+            respond_text(req, 404, "WebSockets transport is not enabled");
+        } else if (idlen > 0 && c == NULL) {
+            respond_text(req, 404, "No Connection with that ID");
+        } else if (c != NULL && c->state != SR_NEGOTIATED) {
+            respond_text(req, 409, "Connection already has a transport");
+        } else {
+            start_websocket(hub, req, c);
+        }
+        return 1;
+    }
+    if (req->method != KR_M_GET && req->method != KR_M_POST && req->method != KR_M_DELETE) {
+        kr_http_header_t h = {"Allow", "GET, POST, DELETE", 5, 17};
+        kr_http_respond(req, 405, &h, 1, NULL);
+        return 1;
+    }
+    if (idlen <= 0) {
+        respond_text(req, 400, "Connection ID required");
+    } else if (c == NULL || c->state >= SR_CLOSING) {
+        respond_text(req, 404, "No Connection with that ID");
+    } else if (c->transport == KR_SR_TRANSPORT_WS) {
+        if (req->method == KR_M_POST)
+            respond_text(req, 405, "POST requests are not allowed on WebSocket connections.");
+        else if (req->method == KR_M_DELETE)
+            respond_text(req, 400, "Cannot terminate this connection using the DELETE endpoint.");
+        else
+            respond_text(req, 400, "Cannot change transports mid-connection");
+    } else {
+        /* Server-Sent Events and long polling are not enabled on this server yet. */
+        respond_text(req, 404, "Transport not enabled");
+    }
+    return 1;
+}
+
+/* ---- the hub ---------------------------------------------------------------------------- */
+
+kr_hub_t *kr_hub_new(kr_server_t *server, const char *path, const kr_hub_opts_t *opts,
+                     const kr_hub_app_t *app, void *ud)
+{
+    kr_hub_t *hub = kr_calloc(1, sizeof(*hub));
+    hub->server = server;
+    hub->path = kr_strdup(path);
+    hub->path_len = strlen(path);
+    while (hub->path_len > 1 && hub->path[hub->path_len - 1] == '/')
+        hub->path[--hub->path_len] = '\0';
+    hub->opts = *opts;
+    if (app)
+        hub->app = *app;
+    hub->app_ud = ud;
+    kr_map_init(&hub->by_id, 0);
+    kr_map_init(&hub->by_token, 0);
+    kr_map_init(&hub->groups, 0);
+    kr_map_init(&hub->users, 0);
+    kr_list_init(&hub->conns);
+    uv_timer_init(server->loop, &hub->timer);
+    hub->timer.data = hub;
+    uint64_t iv = tick_interval(&hub->opts);
+    uv_timer_start(&hub->timer, on_tick, iv, iv);
+    uv_unref((uv_handle_t *)&hub->timer); /* never keeps the loop alive by itself */
+    return hub;
+}
+
+const char *kr_hub_path(const kr_hub_t *hub)
+{
+    return hub->path;
+}
+
+const kr_hub_opts_t *kr_hub_opts(const kr_hub_t *hub)
+{
+    return &hub->opts;
+}
+
+void kr_hub_set_opts(kr_hub_t *hub, const kr_hub_opts_t *opts)
+{
+    hub->opts = *opts;
+    uint64_t iv = tick_interval(&hub->opts);
+    if (!hub->shutting_down)
+        uv_timer_start(&hub->timer, on_tick, iv, iv);
+}
+
+/* serverShutdown("Server stopping") as an invocation record. */
+static int encode_shutdown(void *ud, int protocol, kr_sbuf_t *sb)
+{
+    KR_UNUSED(ud);
+    if (protocol != KR_SR_PROTO_JSON)
+        return KR_EINVAL;
+    kr_sr_json_write_invocation_head(sb, NULL, "serverShutdown");
+    kr_sbuf_puts(sb, "[\"Server stopping\"]");
+    kr_sr_json_write_tail(sb);
+    return 0;
+}
+
+void kr_hub_shutdown(kr_hub_t *hub)
+{
+    if (hub->shutting_down)
+        return;
+    hub->shutting_down = 1;
+    uv_timer_stop(&hub->timer);
+    kr_sr_payload_t p = {encode_shutdown, NULL};
+    unsigned n = 0;
+    kr_hub_send_all(hub, &p, &n);
+    kr_list_t *it = hub->conns.next;
+    while (it != &hub->conns) {
+        kr_sr_conn_t *c = kr_container_of(it, kr_sr_conn_t, link);
+        it = it->next;
+        kr_sr_conn_ref(c);
+        kr_sr_conn_close(c, NULL, 1);
+        kr_sr_conn_unref(c);
+    }
+    if (n)
+        KR_LOG(KR_LOG_INFO, "hub", "%s: told %u client(s) the server is stopping", hub->path, n);
+}
+
+static void on_timer_closed(uv_handle_t *h)
+{
+    kr_free(kr_container_of(h, kr_hub_t, timer));
+}
+
+static void free_group(const char *key, void *value, void *ud)
+{
+    KR_UNUSED(key);
+    KR_UNUSED(ud);
+    group_t *g = value;
+    kr_free(g->name);
+    kr_free(g->members);
+    kr_free(g);
+}
+
+void kr_hub_free(kr_hub_t *hub)
+{
+    if (hub == NULL)
+        return;
+    while (!kr_list_empty(&hub->conns)) {
+        kr_sr_conn_t *c = kr_container_of(hub->conns.next, kr_sr_conn_t, link);
+        c->ngroups = 0;      /* the groups are freed wholesale below */
+        c->user_m.g = NULL;
+        if (c->state == SR_CONNECTED)
+            hub->nconnected--;
+        c->state = SR_CLOSED;
+        if (c->ws)
+            kr_ws_set_userdata(c->ws, NULL);
+        kr_list_remove(&c->link);
+        kr_sr_conn_unref(c);
+    }
+    kr_map_foreach(&hub->groups, free_group, NULL);
+    kr_map_foreach(&hub->users, free_group, NULL);
+    kr_map_dispose(&hub->by_id);
+    kr_map_dispose(&hub->by_token);
+    kr_map_dispose(&hub->groups);
+    kr_map_dispose(&hub->users);
+    kr_free(hub->path);
+    hub->path = NULL;
+    uv_close((uv_handle_t *)&hub->timer, on_timer_closed); /* frees the hub */
+}

@@ -1,0 +1,27 @@
+/* kr_json.h: JSON writing helpers for core code (no Lua).
+ *
+ * The string writer every JSON encoder in kestrun uses (the SignalR codec, kr.json.encode):
+ * it escapes what JSON requires and replaces bytes that are not well-formed UTF-8 with
+ * \ufffd, so what it writes is always valid JSON and valid UTF-8 (a browser drops a WebSocket
+ * whose text frame is not). kr_utf8_valid is the same well-formedness check on its own.
+ * Owns nothing; appends to the caller's kr_sbuf_t. Calls only kr_buf.
+ */
+#ifndef KR_JSON_H
+#define KR_JSON_H
+
+#include "kr_common.h"
+#include "kr_buf.h"
+
+/* Appends s[0..len) as a JSON string literal (quotes included): escapes '"', '\\' and the
+ * control characters (\b \f \n \r \t by name, others as \u00XX); copies well-formed UTF-8
+ * sequences as they are; every byte that does not start a well-formed sequence (stray
+ * continuation bytes, overlong forms, surrogates, code points above U+10FFFF, sequences cut
+ * short) becomes \ufffd. s may be NULL when len is 0. */
+void kr_json_write_string(kr_sbuf_t *sb, const char *s, size_t len);
+
+/* Whether s[0..len) is well-formed UTF-8 (Unicode table 3-7: no overlong forms, no
+ * surrogates, nothing above U+10FFFF). NUL bytes are valid. For WebSocket text frames and
+ * the like. */
+int kr_utf8_valid(const char *s, size_t len);
+
+#endif

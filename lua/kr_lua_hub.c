@@ -1,0 +1,877 @@
+/* kr_lua_hub.c: SignalR hubs from Lua: kr.hub, hub methods and connection callbacks in
+ * fibers, the ctx object, and the broadcaster (kr.send_log, kr.send_event, kr.group_send,
+ * kr.send_all, kr.send_to, kr.send_user, kr.connections and the same on hub objects).
+ *
+ * Hubs are C objects owned by the app: they, their connections and groups survive a reload.
+ * Their Lua handlers belong to a generation: each generation keeps, in its registry, a table
+ * per hub { methods = { lower-cased name = fn }, connected = fn, disconnected = fn }, and the
+ * hub's callbacks always look in the current generation's table.
+ *
+ * Broadcast arguments are encoded once per wire format, straight from the Lua stack into the
+ * outgoing buffer (kr_hub_send_* call back into payload_encode while the values are on the
+ * stack). Encoding failures are reported after the hub has released everything.
+ */
+#include "kr_fiber.h"
+#include "kr_json.h"
+#include "kr_log.h"
+#include "kr_lua.h"
+#include "kr_lua_json.h"
+
+#include <cjson/cJSON.h>
+#include <lauxlib.h>
+#include <stdio.h>
+
+#define VM_UPVALUE(L) ((kr_vm_t *)lua_touserdata((L), lua_upvalueindex(1)))
+#define HUB_MT "kr.Hub"
+#define CTX_MT "kr.HubContext"
+
+typedef struct hub_box_s {
+    kr_hub_t *hub; /* hubs live as long as the app */
+} hub_box_t;
+
+typedef struct ctx_box_s {
+    kr_sr_conn_t *c; /* holds a reference until collected */
+} ctx_box_t;
+
+static const char handlers_key = 'h'; /* registry: { [hub lightuserdata] = handler table } */
+
+/* ---- handler tables --------------------------------------------------------------------- */
+
+/* Pushes the current generation's handler table for hub, or returns 0 (nothing pushed). */
+static int push_handlers(lua_State *L, kr_hub_t *hub)
+{
+    if (lua_rawgetp(L, LUA_REGISTRYINDEX, &handlers_key) != LUA_TTABLE) {
+        lua_pop(L, 1);
+        return 0;
+    }
+    if (lua_rawgetp(L, -1, hub) != LUA_TTABLE) {
+        lua_pop(L, 2);
+        return 0;
+    }
+    lua_remove(L, -2);
+    return 1;
+}
+
+/* Pushes handler `field` (or methods[name] when name is given); returns 0 if absent. */
+static int push_handler(lua_State *L, kr_hub_t *hub, const char *field, const char *name)
+{
+    if (!push_handlers(L, hub))
+        return 0;
+    lua_getfield(L, -1, field);
+    if (name != NULL) {
+        if (!lua_istable(L, -1)) {
+            lua_pop(L, 2);
+            return 0;
+        }
+        char lower[256];
+        size_t n = strlen(name);
+        if (n >= sizeof(lower)) {
+            lua_pop(L, 2);
+            return 0;
+        }
+        for (size_t i = 0; i <= n; i++)
+            lower[i] = (char)((name[i] >= 'A' && name[i] <= 'Z') ? name[i] + 32 : name[i]);
+        lua_getfield(L, -1, lower);
+        lua_remove(L, -2);
+    }
+    lua_remove(L, -2);
+    if (!lua_isfunction(L, -1)) {
+        lua_pop(L, 1);
+        return 0;
+    }
+    return 1;
+}
+
+/* ---- ctx -------------------------------------------------------------------------------- */
+
+static void push_ctx(lua_State *L, kr_sr_conn_t *c)
+{
+    ctx_box_t *box = lua_newuserdatauv(L, sizeof(*box), 0);
+    box->c = c;
+    kr_sr_conn_ref(c);
+    luaL_setmetatable(L, CTX_MT);
+}
+
+static kr_sr_conn_t *check_ctx(lua_State *L)
+{
+    ctx_box_t *box = luaL_checkudata(L, 1, CTX_MT);
+    return box->c;
+}
+
+static int l_ctx_gc(lua_State *L)
+{
+    ctx_box_t *box = luaL_checkudata(L, 1, CTX_MT);
+    if (box->c)
+        kr_sr_conn_unref(box->c);
+    box->c = NULL;
+    return 0;
+}
+
+static int l_ctx_index(lua_State *L)
+{
+    kr_sr_conn_t *c = check_ctx(L);
+    const char *k = luaL_checkstring(L, 2);
+    if (strcmp(k, "connection_id") == 0) {
+        lua_pushstring(L, kr_sr_conn_id(c));
+        return 1;
+    }
+    if (strcmp(k, "user") == 0) {
+        const char *u = kr_sr_conn_user(c);
+        if (u == NULL)
+            return 0;
+        lua_pushstring(L, u);
+        return 1;
+    }
+    if (strcmp(k, "hub") == 0) {
+        lua_pushstring(L, kr_hub_path(kr_sr_conn_hub(c)));
+        return 1;
+    }
+    lua_getmetatable(L, 1);
+    lua_getfield(L, -1, k);
+    return 1;
+}
+
+static int group_result(lua_State *L, int err)
+{
+    if (err == 0) {
+        lua_pushboolean(L, 1);
+        return 1;
+    }
+    luaL_pushfail(L);
+    lua_pushstring(L, err == KR_ELIMIT ? "group name too long" : "connection closed");
+    return 2;
+}
+
+static int l_ctx_join(lua_State *L)
+{
+    kr_sr_conn_t *c = check_ctx(L);
+    size_t len;
+    const char *g = luaL_checklstring(L, 2, &len);
+    return group_result(L, kr_hub_group_add(kr_sr_conn_hub(c), c, g, len));
+}
+
+static int l_ctx_leave(lua_State *L)
+{
+    kr_sr_conn_t *c = check_ctx(L);
+    size_t len;
+    const char *g = luaL_checklstring(L, 2, &len);
+    return group_result(L, kr_hub_group_remove(kr_sr_conn_hub(c), c, g, len));
+}
+
+/* ---- payload encoding ------------------------------------------------------------------- */
+
+typedef enum { ARGS_PLAIN, ARGS_LOG, ARGS_EVENT } args_kind_e;
+
+typedef struct lua_payload_s {
+    lua_State *L;
+    const char *target;
+    int first, n;      /* arguments on the stack */
+    args_kind_e kind;  /* log / event: one envelope object */
+    const char *err;   /* the encoder's message when encoding failed */
+} lua_payload_t;
+
+static int encode_arg(lua_payload_t *p, int idx, kr_sbuf_t *sb)
+{
+    if (lua_isnoneornil(p->L, idx)) {
+        kr_sbuf_puts(sb, "null");
+        return 0;
+    }
+    return kr_json_encode(p->L, idx, sb, NULL, &p->err);
+}
+
+static int payload_encode(void *ud, int protocol, kr_sbuf_t *sb)
+{
+    lua_payload_t *p = ud;
+    if (protocol != KR_SR_PROTO_JSON) {
+        p->err = "protocol not supported";
+        return KR_EINVAL;
+    }
+    kr_sr_json_write_invocation_head(sb, NULL, p->target);
+    kr_sbuf_putc(sb, '[');
+    int rc = 0;
+    if (p->kind == ARGS_PLAIN) {
+        for (int i = 0; i < p->n && rc == 0; i++) {
+            if (i)
+                kr_sbuf_putc(sb, ',');
+            rc = encode_arg(p, p->first + i, sb);
+        }
+    } else {
+        /* Envelopes: ReceiveLog({level, message, timestamp}) and
+         * ReceiveEvent({eventName, data, timestamp}); args are (a, b) at first, first+1. */
+        char ts[KR_ISO_TS_LEN + 1];
+        kr_time_iso(kr_time_wall_ms(), ts);
+        size_t len;
+        const char *a = lua_tolstring(p->L, p->first, &len);
+        kr_sbuf_puts(sb, p->kind == ARGS_LOG ? "{\"level\":" : "{\"eventName\":");
+        kr_json_write_string(sb, a, len);
+        kr_sbuf_puts(sb, p->kind == ARGS_LOG ? ",\"message\":" : ",\"data\":");
+        if (p->kind == ARGS_LOG) {
+            const char *m = lua_tolstring(p->L, p->first + 1, &len);
+            kr_json_write_string(sb, m, len);
+        } else {
+            rc = encode_arg(p, p->first + 1, sb);
+        }
+        kr_sbuf_printf(sb, ",\"timestamp\":\"%s\"}", ts);
+    }
+    kr_sbuf_putc(sb, ']');
+    kr_sr_json_write_tail(sb);
+    return rc;
+}
+
+/* ---- broadcasting ----------------------------------------------------------------------- */
+
+/* The hub a broadcast function targets: the hub object at index 1 (hub:send_all) or the
+ * default hub of the current generation (kr.send_all). *base is the first argument after it. */
+static kr_hub_t *target_hub(lua_State *L, int *base)
+{
+    hub_box_t *box = luaL_testudata(L, 1, HUB_MT);
+    if (box) {
+        *base = 2;
+        return box->hub;
+    }
+    *base = 1;
+    return VM_UPVALUE(L)->default_hub;
+}
+
+static int fail(lua_State *L, const char *fname, const char *msg)
+{
+    KR_LOG(KR_LOG_WARN, "hub", "%s failed: %s", fname, msg);
+    lua_pushboolean(L, 0);
+    lua_pushstring(L, msg);
+    return 2;
+}
+
+/* Common end of a broadcast: raise for unencodable values (misuse), else true, count. */
+static int finish_send(lua_State *L, const char *fname, lua_payload_t *p, int err, unsigned n)
+{
+    if (err != 0 && p->err != NULL)
+        return luaL_error(L, "%s: cannot encode the arguments: %s", fname, p->err);
+    if (err != 0)
+        return fail(L, fname, kr_strerror(err));
+    lua_pushboolean(L, 1);
+    lua_pushinteger(L, (lua_Integer)n);
+    return 2;
+}
+
+static int is_level(const char *s)
+{
+    static const char *const levels[] = {"Verbose", "Debug", "Information",
+                                         "Warning", "Error", "Fatal"};
+    for (size_t i = 0; i < KR_ARRAY_SIZE(levels); i++)
+        if (strcmp(s, levels[i]) == 0)
+            return 1;
+    return 0;
+}
+
+static int l_send_log(lua_State *L)
+{
+    int base;
+    kr_hub_t *hub = target_hub(L, &base);
+    const char *level = luaL_checkstring(L, base);
+    luaL_tolstring(L, base + 1, NULL);
+    lua_replace(L, base + 1);
+    if (hub == NULL)
+        return fail(L, "send_log", "no hub is defined (kr.hub)");
+    if (!is_level(level)) {
+        char msg[128];
+        snprintf(msg, sizeof(msg),
+                 "invalid level '%.40s' (Verbose, Debug, Information, Warning, Error, Fatal)",
+                 level);
+        return fail(L, "send_log", msg);
+    }
+    lua_payload_t p = {L, "ReceiveLog", base, 2, ARGS_LOG, NULL};
+    kr_sr_payload_t pl = {payload_encode, &p};
+    unsigned n = 0;
+    int err = kr_hub_send_all(hub, &pl, &n);
+    return finish_send(L, "send_log", &p, err, n);
+}
+
+static int l_send_event(lua_State *L)
+{
+    int base;
+    kr_hub_t *hub = target_hub(L, &base);
+    luaL_checkstring(L, base);
+    lua_settop(L, base + 1);
+    if (hub == NULL)
+        return fail(L, "send_event", "no hub is defined (kr.hub)");
+    lua_payload_t p = {L, "ReceiveEvent", base, 2, ARGS_EVENT, NULL};
+    kr_sr_payload_t pl = {payload_encode, &p};
+    unsigned n = 0;
+    int err = kr_hub_send_all(hub, &pl, &n);
+    return finish_send(L, "send_event", &p, err, n);
+}
+
+typedef enum { TO_ALL, TO_GROUP, TO_CONN, TO_USER } to_e;
+
+static int send_generic(lua_State *L, to_e to, const char *fname)
+{
+    int base;
+    kr_hub_t *hub = target_hub(L, &base);
+    size_t nlen = 0;
+    const char *name = to == TO_ALL ? NULL : luaL_checklstring(L, base, &nlen);
+    int mi = to == TO_ALL ? base : base + 1;
+    const char *method = luaL_checkstring(L, mi);
+    if (hub == NULL)
+        return fail(L, fname, "no hub is defined (kr.hub)");
+    lua_payload_t p = {L, method, mi + 1, lua_gettop(L) - mi, ARGS_PLAIN, NULL};
+    kr_sr_payload_t pl = {payload_encode, &p};
+    unsigned n = 0;
+    int err;
+    switch (to) {
+    case TO_ALL:
+        err = kr_hub_send_all(hub, &pl, &n);
+        break;
+    case TO_GROUP:
+        err = kr_hub_send_group(hub, name, nlen, &pl, &n);
+        break;
+    case TO_USER:
+        err = kr_hub_send_user(hub, name, nlen, &pl, &n);
+        break;
+    default:
+        err = kr_hub_send_to(hub, name, nlen, &pl);
+        if (err == KR_ENOENT)
+            return fail(L, fname, "no such connection");
+        n = err == 0;
+        break;
+    }
+    return finish_send(L, fname, &p, err, n);
+}
+
+static int l_send_all(lua_State *L)
+{
+    return send_generic(L, TO_ALL, "send_all");
+}
+
+static int l_group_send(lua_State *L)
+{
+    return send_generic(L, TO_GROUP, "group_send");
+}
+
+static int l_send_to(lua_State *L)
+{
+    return send_generic(L, TO_CONN, "send_to");
+}
+
+static int l_send_user(lua_State *L)
+{
+    return send_generic(L, TO_USER, "send_user");
+}
+
+static int l_connections(lua_State *L)
+{
+    int base;
+    kr_hub_t *hub = target_hub(L, &base);
+    lua_pushinteger(L, hub ? (lua_Integer)kr_hub_connection_count(hub) : 0);
+    return 1;
+}
+
+static int l_ctx_send(lua_State *L)
+{
+    kr_sr_conn_t *c = check_ctx(L);
+    const char *method = luaL_checkstring(L, 2);
+    lua_payload_t p = {L, method, 3, lua_gettop(L) - 2, ARGS_PLAIN, NULL};
+    kr_sr_payload_t pl = {payload_encode, &p};
+    int err = kr_sr_conn_send(c, &pl);
+    if (err == KR_ECLOSED)
+        return fail(L, "ctx:send", "connection closed");
+    return finish_send(L, "ctx:send", &p, err, err == 0);
+}
+
+/* ---- invocations, connect and disconnect (the hub's callbacks) -------------------------- */
+
+typedef struct invocation_s {
+    kr_sr_conn_t *c;
+    char *id;       /* NULL: fire-and-forget */
+    char *method;
+} invocation_t;
+
+static void invocation_done(kr_fiber_t *f, kr_fiber_status_e status, void *ud)
+{
+    invocation_t *inv = ud;
+    kr_sr_conn_t *c = inv->c;
+    const kr_hub_opts_t *o = kr_hub_opts(kr_sr_conn_hub(c));
+    if (status == KR_FIBER_OK) {
+        kr_sbuf_t sb;
+        kr_sbuf_init(&sb, 64);
+        lua_State *co = f->co;
+        int nres = lua_gettop(co);
+        const char *err = NULL;
+        int rc = nres > 0 ? kr_json_encode(co, 1, &sb, NULL, &err) : 0;
+        if (rc != 0) {
+            KR_LOG(KR_LOG_ERROR, "hub", "%s: result of '%s' cannot be encoded: %s",
+                   kr_hub_path(kr_sr_conn_hub(c)), inv->method, err);
+            char msg[300];
+            snprintf(msg, sizeof(msg), "An unexpected error occurred invoking '%s' on the server.",
+                     inv->method);
+            kr_sr_conn_complete(c, inv->id, NULL, 0, msg);
+        } else if (nres > 0) {
+            kr_sr_conn_complete(c, inv->id, kr_sbuf_data(&sb), kr_sbuf_len(&sb), NULL);
+        } else {
+            kr_sr_conn_complete(c, inv->id, NULL, 0, NULL);
+        }
+        kr_sbuf_dispose(&sb);
+    } else {
+        char msg[600];
+        if (status == KR_FIBER_ERROR) {
+            KR_LOG(KR_LOG_ERROR, "hub", "%s: method '%s' failed: %s",
+                   kr_hub_path(kr_sr_conn_hub(c)), inv->method, f->error);
+        }
+        /* Detailed errors carry the first line of the Lua error (no traceback). */
+        const char *detail = f->error ? f->error : "cancelled";
+        size_t dlen = strcspn(detail, "\n");
+        if (o->detailed_errors)
+            snprintf(msg, sizeof(msg),
+                     "An unexpected error occurred invoking '%s' on the server. %.*s", inv->method,
+                     (int)(dlen > 400 ? 400 : dlen), detail);
+        else
+            snprintf(msg, sizeof(msg), "An unexpected error occurred invoking '%s' on the server.",
+                     inv->method);
+        kr_sr_conn_complete(c, inv->id, NULL, 0, msg);
+    }
+    kr_sr_conn_unref(c);
+    kr_free(inv->id);
+    kr_free(inv->method);
+    kr_free(inv);
+}
+
+/* Pushes each argument of an invocation; top-level nulls become nil. Returns the count or
+ * -1 (nothing left pushed) when conversion failed. */
+static int push_arguments(lua_State *co, const cJSON *args)
+{
+    int n = 0;
+    for (const cJSON *a = args ? args->child : NULL; a; a = a->next) {
+        char err[96];
+        if (cJSON_IsNull(a)) {
+            lua_pushnil(co);
+        } else if (kr_json_push_cjson(co, a, NULL, err, sizeof(err)) != 0) {
+            lua_pop(co, n);
+            return -1;
+        }
+        n++;
+    }
+    return n;
+}
+
+static int hub_invoke(kr_hub_t *hub, kr_sr_conn_t *c, const kr_sr_msg_t *m, void *ud)
+{
+    kr_app_t *app = ud;
+    kr_vm_t *vm = app->vm;
+    if (vm == NULL)
+        return KR_ENOENT;
+    lua_State *L = vm->L;
+    if (!push_handler(L, hub, "methods", m->target))
+        return KR_ENOENT;
+    /* The method's declared parameters (after ctx) must match, as .NET binds by position. */
+    lua_Debug ar;
+    lua_pushvalue(L, -1);
+    lua_getinfo(L, ">u", &ar);
+    int given = cJSON_GetArraySize(m->arguments);
+    if (!ar.isvararg && given != (int)ar.nparams - 1) {
+        lua_pop(L, 1);
+        char msg[300];
+        const kr_hub_opts_t *o = kr_hub_opts(hub);
+        if (o->detailed_errors)
+            snprintf(msg, sizeof(msg),
+                     "Failed to invoke '%s' due to an error on the server. InvalidDataException: "
+                     "Invocation provides %d argument(s) but target expects %d.",
+                     m->target, given, ar.nparams > 0 ? ar.nparams - 1 : 0);
+        else
+            snprintf(msg, sizeof(msg), "Failed to invoke '%s' due to an error on the server.",
+                     m->target);
+        kr_sr_conn_complete(c, m->invocation_id, NULL, 0, msg);
+        return 0;
+    }
+    /* Arguments are converted before the fiber exists, so a failure has nothing to undo. */
+    push_ctx(L, c);
+    int n = push_arguments(L, m->arguments);
+    if (n < 0) {
+        lua_pop(L, 2);
+        char msg[300];
+        snprintf(msg, sizeof(msg), "Failed to invoke '%s' due to an error on the server.",
+                 m->target);
+        kr_sr_conn_complete(c, m->invocation_id, NULL, 0, msg);
+        return 0;
+    }
+    invocation_t *inv = kr_calloc(1, sizeof(*inv));
+    inv->c = c;
+    inv->id = m->invocation_id ? kr_strdup(m->invocation_id) : NULL;
+    inv->method = kr_strdup(m->target);
+    kr_fiber_t *f = kr_fiber_new(vm, "hub method", invocation_done, inv);
+    if (f == NULL) {
+        lua_pop(L, n + 2);
+        kr_sr_conn_complete(c, inv->id, NULL, 0,
+                            "An unexpected error occurred invoking the method on the server.");
+        kr_free(inv->id);
+        kr_free(inv->method);
+        kr_free(inv);
+        return 0;
+    }
+    kr_sr_conn_ref(c);
+    lua_xmove(L, f->co, n + 2); /* method ctx args... */
+    f->nargs = n + 1;
+    kr_fiber_start(f);
+    return 0;
+}
+
+static void connect_done(kr_fiber_t *f, kr_fiber_status_e status, void *ud)
+{
+    kr_sr_conn_t *c = ud;
+    if (status == KR_FIBER_ERROR) {
+        KR_LOG(KR_LOG_ERROR, "hub", "%s: on_connected failed: %s", kr_hub_path(kr_sr_conn_hub(c)),
+               f->error);
+        /* As in ASP.NET Core, an exception in OnConnectedAsync ends the connection. */
+        kr_sr_conn_close(c, "Connection closed with an error.", 0);
+    }
+    kr_sr_conn_unref(c);
+}
+
+static void disconnect_done(kr_fiber_t *f, kr_fiber_status_e status, void *ud)
+{
+    kr_sr_conn_t *c = ud;
+    if (status == KR_FIBER_ERROR)
+        KR_LOG(KR_LOG_ERROR, "hub", "%s: on_disconnected failed: %s",
+               kr_hub_path(kr_sr_conn_hub(c)), f->error);
+    kr_sr_conn_disconnected_done(c); /* groups are released only now */
+    kr_sr_conn_unref(c);
+}
+
+/* Runs a connected/disconnected handler in a fiber; returns 1 when one was started. */
+static int run_conn_handler(kr_app_t *app, kr_hub_t *hub, kr_sr_conn_t *c, const char *field,
+                            const char *error, kr_fiber_done_cb done)
+{
+    kr_vm_t *vm = app->vm;
+    if (vm == NULL || app->stopping_hard)
+        return 0;
+    lua_State *L = vm->L;
+    if (!push_handler(L, hub, field, NULL))
+        return 0;
+    kr_fiber_t *f = kr_fiber_new(vm, field, done, c);
+    if (f == NULL) {
+        lua_pop(L, 1);
+        KR_LOG(KR_LOG_WARN, "hub", "%s: %s skipped: too many fibers", kr_hub_path(hub), field);
+        return 0;
+    }
+    kr_sr_conn_ref(c);
+    lua_xmove(L, f->co, 1);
+    push_ctx(f->co, c);
+    if (error)
+        lua_pushstring(f->co, error);
+    else
+        lua_pushnil(f->co);
+    f->nargs = 2;
+    kr_fiber_start(f);
+    return 1;
+}
+
+static void hub_connected(kr_hub_t *hub, kr_sr_conn_t *c, void *ud)
+{
+    run_conn_handler(ud, hub, c, "connected", NULL, connect_done);
+}
+
+static int hub_disconnected(kr_hub_t *hub, kr_sr_conn_t *c, const char *error, void *ud)
+{
+    return run_conn_handler(ud, hub, c, "disconnected", error, disconnect_done);
+}
+
+static const kr_hub_app_t lua_hub_app = {
+    .invoke = hub_invoke,
+    .connected = hub_connected,
+    .disconnected = hub_disconnected,
+};
+
+/* ---- kr.hub and hub objects ------------------------------------------------------------- */
+
+static kr_hub_t *check_hub(lua_State *L)
+{
+    return ((hub_box_t *)luaL_checkudata(L, 1, HUB_MT))->hub;
+}
+
+static uint64_t opt_ms(lua_State *L, int t, const char *key, uint64_t dflt)
+{
+    uint64_t v = dflt;
+    if (lua_getfield(L, t, key) != LUA_TNIL) {
+        lua_Integer i = luaL_checkinteger(L, -1);
+        if (i <= 0)
+            luaL_error(L, "kr.hub: %s must be a positive integer", key);
+        v = (uint64_t)i;
+    }
+    lua_pop(L, 1);
+    return v;
+}
+
+static int opt_bool(lua_State *L, int t, const char *key, int dflt)
+{
+    int v = dflt;
+    if (lua_getfield(L, t, key) != LUA_TNIL)
+        v = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    return v;
+}
+
+/* Reads a list of names (transports / protocols) into a bit mask. */
+static unsigned opt_list(lua_State *L, int t, const char *key, unsigned dflt,
+                         const char *const *names, const unsigned *bits, unsigned n,
+                         unsigned supported)
+{
+    if (lua_getfield(L, t, key) == LUA_TNIL) {
+        lua_pop(L, 1);
+        return dflt;
+    }
+    luaL_checktype(L, -1, LUA_TTABLE);
+    unsigned mask = 0;
+    lua_Integer len = luaL_len(L, -1);
+    for (lua_Integer i = 1; i <= len; i++) {
+        lua_geti(L, -1, i);
+        const char *s = luaL_checkstring(L, -1);
+        unsigned j;
+        for (j = 0; j < n; j++)
+            if (kr_strncasecmp(s, names[j], strlen(names[j]) + 1) == 0)
+                break;
+        if (j == n)
+            luaL_error(L, "kr.hub: unknown %s entry '%s'", key, s);
+        if (!(bits[j] & supported))
+            luaL_error(L, "kr.hub: %s '%s' is not supported yet", key, s);
+        mask |= bits[j];
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+    if (mask == 0)
+        luaL_error(L, "kr.hub: %s must not be empty", key);
+    return mask;
+}
+
+static void read_opts(lua_State *L, int t, kr_hub_opts_t *o)
+{
+    static const char *const tnames[] = {"WebSockets", "ServerSentEvents", "LongPolling"};
+    static const unsigned tbits[] = {KR_SR_TRANSPORT_WS, KR_SR_TRANSPORT_SSE, KR_SR_TRANSPORT_LP};
+    static const char *const pnames[] = {"json", "messagepack"};
+    static const unsigned pbits[] = {KR_SR_PROTO_JSON, KR_SR_PROTO_MSGPACK};
+    static const char *const known[] = {
+        "keepalive_ms", "client_timeout_ms", "handshake_timeout_ms", "disconnect_timeout_ms",
+        "max_message_bytes", "transports", "protocols", "stateful_reconnect", "detailed_errors",
+        "builtins", "authorize", "max_queued_invocations", NULL};
+    lua_pushnil(L);
+    while (lua_next(L, t)) {
+        lua_pop(L, 1);
+        const char *k = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "?";
+        int ok = 0;
+        for (int i = 0; known[i]; i++)
+            ok |= strcmp(k, known[i]) == 0;
+        if (!ok)
+            luaL_error(L, "kr.hub: unknown option '%s'", k);
+    }
+    o->keepalive_ms = opt_ms(L, t, "keepalive_ms", o->keepalive_ms);
+    o->client_timeout_ms = opt_ms(L, t, "client_timeout_ms", o->client_timeout_ms);
+    o->handshake_timeout_ms = opt_ms(L, t, "handshake_timeout_ms", o->handshake_timeout_ms);
+    o->disconnect_timeout_ms = opt_ms(L, t, "disconnect_timeout_ms", o->disconnect_timeout_ms);
+    o->max_message_bytes = (size_t)opt_ms(L, t, "max_message_bytes", o->max_message_bytes);
+    o->max_queued_invocations =
+        (unsigned)opt_ms(L, t, "max_queued_invocations", o->max_queued_invocations);
+    o->transports = opt_list(L, t, "transports", o->transports, tnames, tbits, 3,
+                             KR_SR_TRANSPORT_WS);
+    o->protocols = opt_list(L, t, "protocols", o->protocols, pnames, pbits, 2, KR_SR_PROTO_JSON);
+    o->detailed_errors = opt_bool(L, t, "detailed_errors", o->detailed_errors);
+    o->builtins = opt_bool(L, t, "builtins", o->builtins);
+    if (opt_bool(L, t, "stateful_reconnect", 0))
+        luaL_error(L, "kr.hub: stateful_reconnect is not supported yet");
+    if (lua_getfield(L, t, "authorize") != LUA_TNIL && lua_toboolean(L, -1))
+        luaL_error(L, "kr.hub: authorize is not supported yet");
+    lua_pop(L, 1);
+}
+
+static int l_kr_hub(lua_State *L)
+{
+    kr_vm_t *vm = VM_UPVALUE(L);
+    kr_app_t *app = vm->app;
+    if (!vm->loading)
+        return luaL_error(L, "kr.hub may only be called while the scripts load");
+    const char *path = luaL_checkstring(L, 1);
+    luaL_argcheck(L, path[0] == '/', 1, "hub path must start with '/'");
+    kr_hub_opts_t o;
+    kr_hub_opts_default(&o);
+    if (!lua_isnoneornil(L, 2)) {
+        luaL_checktype(L, 2, LUA_TTABLE);
+        read_opts(L, 2, &o);
+    }
+    for (unsigned i = 0; i < vm->nhubs; i++)
+        if (strcmp(kr_hub_path(vm->hubs[i]), path) == 0)
+            return luaL_error(L, "kr.hub: '%s' is declared twice", path);
+    /* A hub of an earlier generation keeps its connections: take it over. */
+    kr_hub_t *hub = NULL;
+    for (unsigned i = 0; i < app->nhubs && hub == NULL; i++)
+        if (strcmp(kr_hub_path(app->hubs[i]), path) == 0)
+            hub = app->hubs[i];
+    /* The handler table goes in first: nothing below can raise once the hub exists. */
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &handlers_key);
+    lua_createtable(L, 0, 3);
+    lua_newtable(L);
+    lua_setfield(L, -2, "methods");
+    hub_box_t *box = lua_newuserdatauv(L, sizeof(*box), 0);
+    box->hub = NULL;
+    luaL_setmetatable(L, HUB_MT);
+    /* stack: handlers handlertable box */
+    vm->hubs = kr_realloc(vm->hubs, sizeof(*vm->hubs) * (vm->nhubs + 1));
+    if (hub == NULL) {
+        hub = kr_hub_new(app->server, path, &o, &lua_hub_app, app);
+        app->hubs = kr_realloc(app->hubs, sizeof(*app->hubs) * (app->nhubs + 1));
+        app->hubs[app->nhubs++] = hub;
+    } else {
+        kr_hub_set_opts(hub, &o); /* applies when this generation is loaded */
+    }
+    vm->hubs[vm->nhubs++] = hub;
+    box->hub = hub;
+    if (vm->default_hub == NULL)
+        vm->default_hub = hub;
+    lua_pushvalue(L, -2);
+    lua_rawsetp(L, -4, hub); /* handlers[hub] = handlertable */
+    return 1;
+}
+
+static int l_hub_on(lua_State *L)
+{
+    kr_hub_t *hub = check_hub(L);
+    size_t len;
+    const char *name = luaL_checklstring(L, 2, &len);
+    luaL_checktype(L, 3, LUA_TFUNCTION);
+    kr_vm_t *vm = VM_UPVALUE(L);
+    if (!vm->loading)
+        return luaL_error(L, "hub:on may only be called while the scripts load");
+    luaL_argcheck(L, len > 0 && len < 256, 2, "method name must be 1..255 bytes");
+    if (!push_handlers(L, hub))
+        return luaL_error(L, "hub:on: this hub belongs to another generation");
+    lua_getfield(L, -1, "methods");
+    char lower[256];
+    for (size_t i = 0; i <= len; i++)
+        lower[i] = (char)((name[i] >= 'A' && name[i] <= 'Z') ? name[i] + 32 : name[i]);
+    if (lua_getfield(L, -1, lower) != LUA_TNIL)
+        return luaL_error(L, "hub:on: method '%s' is defined twice (names are case-insensitive)",
+                          name);
+    lua_pop(L, 1);
+    lua_pushvalue(L, 3);
+    lua_setfield(L, -2, lower);
+    lua_settop(L, 1);
+    return 1;
+}
+
+static int set_conn_handler(lua_State *L, const char *field)
+{
+    kr_hub_t *hub = check_hub(L);
+    luaL_checktype(L, 2, LUA_TFUNCTION);
+    kr_vm_t *vm = VM_UPVALUE(L);
+    if (!vm->loading)
+        return luaL_error(L, "hub:on_%s may only be called while the scripts load", field);
+    if (!push_handlers(L, hub))
+        return luaL_error(L, "hub: this hub belongs to another generation");
+    lua_pushvalue(L, 2);
+    lua_setfield(L, -2, field);
+    lua_settop(L, 1);
+    return 1;
+}
+
+static int l_hub_on_connected(lua_State *L)
+{
+    return set_conn_handler(L, "connected");
+}
+
+static int l_hub_on_disconnected(lua_State *L)
+{
+    return set_conn_handler(L, "disconnected");
+}
+
+static int l_hub_tostring(lua_State *L)
+{
+    lua_pushfstring(L, "kr.Hub (%s)", kr_hub_path(check_hub(L)));
+    return 1;
+}
+
+static int l_hub_path(lua_State *L)
+{
+    lua_pushstring(L, kr_hub_path(check_hub(L)));
+    return 1;
+}
+
+/* ---- app-level ------------------------------------------------------------------------- */
+
+int kr__lua_hub_http(kr_app_t *app, kr_http_req_t *req)
+{
+    for (unsigned i = 0; i < app->nhubs; i++)
+        if (kr_hub_handle_http(app->hubs[i], req))
+            return 1;
+    return 0;
+}
+
+void kr__lua_hubs_shutdown(kr_app_t *app)
+{
+    for (unsigned i = 0; i < app->nhubs; i++)
+        kr_hub_shutdown(app->hubs[i]);
+}
+
+void kr__lua_hubs_free(kr_app_t *app)
+{
+    app->stopping_hard = 1; /* no more on_disconnected fibers */
+    for (unsigned i = 0; i < app->nhubs; i++)
+        kr_hub_free(app->hubs[i]);
+    kr_free(app->hubs);
+    app->hubs = NULL;
+    app->nhubs = 0;
+}
+
+/* ---- registration ----------------------------------------------------------------------- */
+
+static const luaL_Reg kr_hub_funcs[] = {
+    {"hub", l_kr_hub},
+    {"send_log", l_send_log},
+    {"send_event", l_send_event},
+    {"group_send", l_group_send},
+    {"send_all", l_send_all},
+    {"send_to", l_send_to},
+    {"send_user", l_send_user},
+    {"connections", l_connections},
+    {NULL, NULL},
+};
+
+static const luaL_Reg hub_methods[] = {
+    {"on", l_hub_on},
+    {"on_connected", l_hub_on_connected},
+    {"on_disconnected", l_hub_on_disconnected},
+    {"send_log", l_send_log},
+    {"send_event", l_send_event},
+    {"group_send", l_group_send},
+    {"send_all", l_send_all},
+    {"send_to", l_send_to},
+    {"send_user", l_send_user},
+    {"connections", l_connections},
+    {"path", l_hub_path},
+    {NULL, NULL},
+};
+
+static const luaL_Reg ctx_methods[] = {
+    {"join", l_ctx_join},
+    {"leave", l_ctx_leave},
+    {"send", l_ctx_send},
+    {NULL, NULL},
+};
+
+void kr__lua_open_hub(lua_State *L, kr_vm_t *vm)
+{
+    /* stack: kr */
+    lua_pushlightuserdata(L, vm);
+    luaL_setfuncs(L, kr_hub_funcs, 1);
+    lua_newtable(L);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &handlers_key);
+    luaL_newmetatable(L, HUB_MT);
+    lua_newtable(L);
+    lua_pushlightuserdata(L, vm);
+    luaL_setfuncs(L, hub_methods, 1);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, l_hub_tostring);
+    lua_setfield(L, -2, "__tostring");
+    lua_pop(L, 1);
+    luaL_newmetatable(L, CTX_MT);
+    luaL_setfuncs(L, ctx_methods, 0);
+    lua_pushcfunction(L, l_ctx_index);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, l_ctx_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_pop(L, 1);
+}

@@ -1,0 +1,1253 @@
+/* test_ws.c: unit tests for core/kr_ws.c driven without sockets.
+ *
+ * Each test makes a server on its own loop (never started), opens a detached connection and
+ * starts a WebSocket on it with kr__ws_start, feeds masked client frames with kr__conn_feed
+ * and parses the server frames the connection queued (c->outq). Covered: the accept key,
+ * frame headers at each length boundary, messages whole, fragmented, several per read and
+ * byte by byte, binary data untouched, ping/pong, both close handshakes (peer first, us
+ * first, timeout, EOF, TCP close), the protocol errors (1002 for masking, RSV, opcodes,
+ * control frame shapes and close codes; 1007 for UTF-8; 1009 for size and fragment count),
+ * handlers that close from inside on_message, drain and shutdown (the connection's ops called
+ * directly, since a detached connection never flushes), the upgrade check and the full
+ * upgrade through a detached HTTP connection.
+ */
+#include "kr_conn.h"
+#include "kr_http.h"
+#include "kr_server.h"
+#include "kr_ws.h"
+
+#include "kr_test.h"
+
+extern const kr_conn_proto_t kr_http_proto;
+
+/* ---- recording handler ------------------------------------------------------------------ */
+
+#define MAX_MSG 16
+
+enum action_e { ACT_NONE = 0, ACT_ECHO, ACT_WS_CLOSE, ACT_CONN_CLOSE, ACT_SEND_AFTER_CLOSE };
+
+typedef struct rec_s {
+    int nmsg;
+    int binary[MAX_MSG];
+    char *data[MAX_MSG];
+    size_t len[MAX_MSG];
+    int nclose;
+    int close_code;
+    kr_ws_t *closed_ws;
+    int action;           /* what on_message does after recording */
+    int send_in_close_rc; /* what kr_ws_send_text returned inside on_close */
+} rec_t;
+
+static rec_t rec;
+
+static void on_message(kr_ws_t *ws, int binary, const char *data, size_t len, void *ud)
+{
+    ASSERT(ud == &rec);
+    ASSERT(rec.nmsg < MAX_MSG);
+    ASSERT_EQ(rec.nclose, 0);
+    rec.binary[rec.nmsg] = binary;
+    rec.data[rec.nmsg] = kr_malloc(len + 1);
+    memcpy(rec.data[rec.nmsg], data, len);
+    rec.data[rec.nmsg][len] = '\0';
+    rec.len[rec.nmsg] = len;
+    rec.nmsg++;
+    switch (rec.action) {
+    case ACT_ECHO:
+        if (binary)
+            ASSERT_OK(kr_ws_send_binary(ws, data, len));
+        else
+            ASSERT_OK(kr_ws_send_text(ws, data, len));
+        break;
+    case ACT_WS_CLOSE:
+        kr_ws_close(ws, 4000, "from handler");
+        ASSERT_EQ(kr_ws_send_text(ws, "late", 4), KR_ECLOSED);
+        break;
+    case ACT_CONN_CLOSE:
+        kr_conn_close(kr_ws_conn(ws), "test");
+        break;
+    default:
+        break;
+    }
+}
+
+static void on_close(kr_ws_t *ws, int code, void *ud)
+{
+    ASSERT(ud == &rec);
+    rec.nclose++;
+    rec.close_code = code;
+    rec.closed_ws = ws;
+    rec.send_in_close_rc = kr_ws_send_text(ws, "x", 1);
+}
+
+static const kr_ws_handler_t handler = {on_message, on_close, NULL};
+
+static void rec_reset(void)
+{
+    for (int i = 0; i < rec.nmsg; i++)
+        kr_free(rec.data[i]);
+    memset(&rec, 0, sizeof(rec));
+}
+
+/* ---- fixture ---------------------------------------------------------------------------- */
+
+static void dummy_read(kr_conn_t *c)
+{
+    kr_conn_consume(c, c->rlen);
+}
+
+static const kr_conn_proto_t dummy_proto = {.name = "dummy", .on_read = dummy_read};
+
+typedef struct fx_s {
+    uv_loop_t loop;
+    kr_server_t s;
+    kr_conn_t *c;
+    kr_ws_t *ws;
+} fx_t;
+
+static void fx_init_opts(fx_t *fx, const kr_ws_opts_t *opts)
+{
+    memset(fx, 0, sizeof(*fx));
+    rec_reset();
+    ASSERT_OK(uv_loop_init(&fx->loop));
+    kr_server_init(&fx->s, &fx->loop);
+    fx->c = kr__conn_new_detached(&fx->s, &dummy_proto);
+    ASSERT_NOT_NULL(fx->c);
+    kr_conn_ref(fx->c);
+    fx->ws = kr__ws_start(fx->c, &handler, &rec, opts);
+    ASSERT_NOT_NULL(fx->ws);
+}
+
+static void fx_init(fx_t *fx)
+{
+    fx_init_opts(fx, NULL);
+}
+
+/* Closes the connection; on_close must have run exactly once by then. */
+static void fx_done(fx_t *fx)
+{
+    kr_conn_close(fx->c, NULL);
+    ASSERT_EQ(rec.nclose, 1);
+    ASSERT_EQ(rec.send_in_close_rc, KR_ECLOSED);
+    kr_conn_unref(fx->c);
+    uv_run(&fx->loop, UV_RUN_DEFAULT);
+    ASSERT_EQ(uv_loop_close(&fx->loop), 0);
+    rec_reset();
+}
+
+/* ---- client frames ---------------------------------------------------------------------- */
+
+#define FIN 0x80
+#define RSV1 0x40
+static const uint8_t mask_key[4] = {0x37, 0xfa, 0x21, 0x3d};
+
+/* Writes a client frame (first byte b0: FIN | RSV | opcode) to out; returns its length. */
+static size_t cframe_ex(uint8_t *out, int b0, const void *payload, size_t len, int masked)
+{
+    size_t o = 0;
+    out[o++] = (uint8_t)b0;
+    uint8_t m = masked ? 0x80 : 0;
+    if (len < 126) {
+        out[o++] = (uint8_t)(m | len);
+    } else if (len <= 0xffff) {
+        out[o++] = m | 126;
+        out[o++] = (uint8_t)(len >> 8);
+        out[o++] = (uint8_t)len;
+    } else {
+        out[o++] = m | 127;
+        for (int i = 0; i < 8; i++)
+            out[o++] = (uint8_t)((uint64_t)len >> (56 - 8 * i));
+    }
+    const uint8_t *p = payload;
+    if (masked) {
+        memcpy(out + o, mask_key, 4);
+        o += 4;
+        for (size_t i = 0; i < len; i++)
+            out[o + i] = p[i] ^ mask_key[i % 4];
+    } else if (len) {
+        memcpy(out + o, p, len);
+    }
+    return o + len;
+}
+
+static size_t cframe(uint8_t *out, int b0, const void *payload, size_t len)
+{
+    return cframe_ex(out, b0, payload, len, 1);
+}
+
+static size_t cframe_str(uint8_t *out, int b0, const char *s)
+{
+    return cframe(out, b0, s, strlen(s));
+}
+
+static size_t cclose(uint8_t *out, int code, const char *reason)
+{
+    uint8_t p[128];
+    size_t n = 0;
+    p[n++] = (uint8_t)(code >> 8);
+    p[n++] = (uint8_t)code;
+    memcpy(p + n, reason, strlen(reason));
+    n += strlen(reason);
+    return cframe(out, FIN | KR_WS_OP_CLOSE, p, n);
+}
+
+static void feed(fx_t *fx, const void *data, size_t len)
+{
+    ASSERT_EQ(kr__conn_feed(fx->c, data, len), len);
+}
+
+/* ---- server output ---------------------------------------------------------------------- */
+
+typedef struct sframe_s {
+    int fin, rsv, opcode;
+    const uint8_t *payload;
+    size_t len;
+} sframe_t;
+
+/* Everything queued on c (not consumed), in a static buffer. */
+static const uint8_t *output_of(kr_conn_t *c, size_t *lenp)
+{
+    static uint8_t out[256 * 1024];
+    unsigned cnt = c->outq.count;
+    uv_buf_t *iov = kr_calloc(cnt ? cnt : 1, sizeof(*iov));
+    unsigned n = kr_outq_peek(&c->outq, iov, cnt);
+    ASSERT_EQ(n, cnt);
+    size_t len = 0;
+    for (unsigned i = 0; i < n; i++) {
+        ASSERT(len + iov[i].len < sizeof(out));
+        memcpy(out + len, iov[i].base, iov[i].len);
+        len += iov[i].len;
+    }
+    kr_free(iov);
+    ASSERT_EQ(len, c->outq.bytes);
+    out[len] = 0;
+    *lenp = len;
+    return out;
+}
+
+/* Parses the queued output as server frames (which must be unmasked and complete). */
+static unsigned frames_of(kr_conn_t *c, sframe_t *f, unsigned max)
+{
+    size_t len;
+    const uint8_t *p = output_of(c, &len);
+    unsigned n = 0;
+    size_t o = 0;
+    while (o < len) {
+        ASSERT(n < max);
+        ASSERT(len - o >= 2);
+        f[n].fin = p[o] >> 7;
+        f[n].rsv = (p[o] >> 4) & 7;
+        f[n].opcode = p[o] & 0x0f;
+        ASSERT_EQ(p[o + 1] & 0x80, 0); /* server frames are never masked */
+        uint64_t pl = p[o + 1] & 0x7f;
+        o += 2;
+        if (pl == 126) {
+            ASSERT(len - o >= 2);
+            pl = ((uint64_t)p[o] << 8) | p[o + 1];
+            o += 2;
+        } else if (pl == 127) {
+            ASSERT(len - o >= 8);
+            pl = 0;
+            for (int i = 0; i < 8; i++)
+                pl = (pl << 8) | p[o + i];
+            o += 8;
+        }
+        ASSERT(len - o >= pl);
+        f[n].payload = p + o;
+        f[n].len = (size_t)pl;
+        o += (size_t)pl;
+        n++;
+    }
+    return n;
+}
+
+/* Like ASSERT_MEM_EQ for bytes that are not text (nothing is printed but the lengths). */
+#define ASSERT_BYTES(a, alen, b, blen)                                                             \
+    do {                                                                                           \
+        ASSERT_EQ((alen), (blen));                                                                 \
+        ASSERT(memcmp((a), (b), (blen)) == 0);                                                     \
+    } while (0)
+
+static void drop_output(kr_conn_t *c)
+{
+    kr_outq_consume(&c->outq, c->outq.bytes);
+}
+
+static void assert_close_frame(const sframe_t *f, int code, const char *reason)
+{
+    ASSERT_EQ(f->opcode, KR_WS_OP_CLOSE);
+    ASSERT_EQ(f->fin, 1);
+    if (code == 0) {
+        ASSERT_EQ(f->len, 0);
+        return;
+    }
+    ASSERT(f->len >= 2);
+    ASSERT_EQ((f->payload[0] << 8) | f->payload[1], code);
+    ASSERT_MEM_EQ(f->payload + 2, f->len - 2, reason, strlen(reason));
+}
+
+/* The connection answered with exactly one close frame with code and is closing after it. */
+static void assert_failed_with(fx_t *fx, int code)
+{
+    sframe_t f[8];
+    unsigned n = frames_of(fx->c, f, 8);
+    ASSERT(n >= 1);
+    assert_close_frame(&f[n - 1], code, "");
+    for (unsigned i = 0; i + 1 < n; i++)
+        ASSERT(f[i].opcode != KR_WS_OP_CLOSE);
+    ASSERT_EQ(rec.nclose, 1);
+    ASSERT_EQ(rec.close_code, code);
+    ASSERT(fx->c->close_after_flush);
+}
+
+/* ---- tests ------------------------------------------------------------------------------ */
+
+TEST(accept_key_rfc_sample)
+{
+    char out[29];
+    const char *key = "dGhlIHNhbXBsZSBub25jZQ==";
+    ASSERT_OK(kr_ws_accept_key(key, strlen(key), out));
+    ASSERT_STR_EQ(out, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+    char big[65];
+    memset(big, 'A', sizeof(big));
+    ASSERT_EQ(kr_ws_accept_key(big, sizeof(big), out), KR_EINVAL);
+}
+
+TEST(frame_header_lengths)
+{
+    uint8_t h[10];
+    ASSERT_EQ(kr_ws_frame_header(h, KR_WS_OP_TEXT, 0), 2);
+    ASSERT_EQ(h[0], 0x81);
+    ASSERT_EQ(h[1], 0);
+    ASSERT_EQ(kr_ws_frame_header(h, KR_WS_OP_BINARY, 125), 2);
+    ASSERT_EQ(h[0], 0x82);
+    ASSERT_EQ(h[1], 125);
+    ASSERT_EQ(kr_ws_frame_header(h, KR_WS_OP_TEXT, 126), 4);
+    ASSERT_EQ(h[1], 126);
+    ASSERT_EQ(h[2], 0);
+    ASSERT_EQ(h[3], 126);
+    ASSERT_EQ(kr_ws_frame_header(h, KR_WS_OP_TEXT, 65535), 4);
+    ASSERT_EQ(h[1], 126);
+    ASSERT_EQ(h[2], 0xff);
+    ASSERT_EQ(h[3], 0xff);
+    ASSERT_EQ(kr_ws_frame_header(h, KR_WS_OP_BINARY, 65536), 10);
+    static const uint8_t want[10] = {0x82, 127, 0, 0, 0, 0, 0, 1, 0, 0};
+    ASSERT_BYTES(h, 10, want, 10);
+    ASSERT_EQ(kr_ws_frame_header(h, KR_WS_OP_PING, 0x0102030405060708ull), 10);
+    static const uint8_t want64[10] = {0x89, 127, 1, 2, 3, 4, 5, 6, 7, 8};
+    ASSERT_BYTES(h, 10, want64, 10);
+
+    kr_buf_t *b = kr_ws_frame_new(KR_WS_OP_TEXT, "hi", 2);
+    ASSERT_MEM_EQ(b->data, b->len, "\x81\x02hi", 4);
+    kr_buf_unref(b);
+    char *big = kr_calloc(1, 70000);
+    b = kr_ws_frame_new(KR_WS_OP_BINARY, big, 70000);
+    ASSERT_EQ(b->len, 70010);
+    ASSERT_EQ((uint8_t)b->data[1], 127);
+    kr_buf_unref(b);
+    kr_free(big);
+}
+
+TEST(text_message)
+{
+    fx_t fx;
+    fx_init(&fx);
+    ASSERT_EQ(fx.c->high_water, 1024 * 1024);
+    ASSERT_EQ(fx.c->low_water, 256 * 1024);
+    ASSERT_EQ(fx.c->hard_limit, 8 * 1024 * 1024);
+    ASSERT(kr_ws_userdata(fx.ws) == &rec);
+    uint8_t buf[256];
+    size_t n = cframe_str(buf, FIN | KR_WS_OP_TEXT, "Hello");
+    feed(&fx, buf, n);
+    ASSERT_EQ(rec.nmsg, 1);
+    ASSERT_EQ(rec.binary[0], 0);
+    ASSERT_MEM_EQ(rec.data[0], rec.len[0], "Hello", 5);
+    ASSERT_EQ(fx.c->rlen, 0);
+    ASSERT_EQ(fx.c->outq.bytes, 0); /* nothing to answer */
+    /* An empty message is a message. */
+    n = cframe_str(buf, FIN | KR_WS_OP_TEXT, "");
+    feed(&fx, buf, n);
+    ASSERT_EQ(rec.nmsg, 2);
+    ASSERT_EQ(rec.len[1], 0);
+    ASSERT_EQ(rec.nclose, 0);
+    fx_done(&fx);
+}
+
+TEST(echo_and_send)
+{
+    fx_t fx;
+    fx_init(&fx);
+    rec.action = ACT_ECHO;
+    uint8_t buf[256];
+    size_t n = cframe_str(buf, FIN | KR_WS_OP_TEXT, "ping me");
+    feed(&fx, buf, n);
+    ASSERT_OK(kr_ws_send_binary(fx.ws, "\x00\x01", 2));
+    sframe_t f[4];
+    ASSERT_EQ(frames_of(fx.c, f, 4), 2);
+    ASSERT_EQ(f[0].opcode, KR_WS_OP_TEXT);
+    ASSERT_EQ(f[0].fin, 1);
+    ASSERT_EQ(f[0].rsv, 0);
+    ASSERT_MEM_EQ(f[0].payload, f[0].len, "ping me", 7);
+    ASSERT_EQ(f[1].opcode, KR_WS_OP_BINARY);
+    ASSERT_MEM_EQ(f[1].payload, f[1].len, "\x00\x01", 2);
+    ASSERT_EQ(kr_ws_queued(fx.ws), 9 + 4);
+    fx_done(&fx);
+}
+
+TEST(fragmented_message)
+{
+    fx_t fx;
+    fx_init(&fx);
+    uint8_t buf[256];
+    size_t n = cframe_str(buf, KR_WS_OP_TEXT, "Hel");
+    feed(&fx, buf, n);
+    ASSERT_EQ(rec.nmsg, 0);
+    /* A control frame may come between fragments. */
+    n = cframe_str(buf, FIN | KR_WS_OP_PING, "p");
+    feed(&fx, buf, n);
+    n = cframe_str(buf, KR_WS_OP_CONT, "");
+    feed(&fx, buf, n);
+    n = cframe_str(buf, FIN | KR_WS_OP_CONT, "lo");
+    feed(&fx, buf, n);
+    ASSERT_EQ(rec.nmsg, 1);
+    ASSERT_MEM_EQ(rec.data[0], rec.len[0], "Hello", 5);
+    sframe_t f[4];
+    ASSERT_EQ(frames_of(fx.c, f, 4), 1);
+    ASSERT_EQ(f[0].opcode, KR_WS_OP_PONG);
+    ASSERT_MEM_EQ(f[0].payload, f[0].len, "p", 1);
+    /* A code point split across fragments is fine. */
+    n = cframe_str(buf, KR_WS_OP_TEXT, "\xc3");
+    feed(&fx, buf, n);
+    n = cframe_str(buf, FIN | KR_WS_OP_CONT, "\xa9!");
+    feed(&fx, buf, n);
+    ASSERT_EQ(rec.nmsg, 2);
+    ASSERT_MEM_EQ(rec.data[1], rec.len[1], "\xc3\xa9!", 3);
+    ASSERT_EQ(rec.nclose, 0);
+    fx_done(&fx);
+}
+
+TEST(two_frames_one_feed)
+{
+    fx_t fx;
+    fx_init(&fx);
+    uint8_t buf[512];
+    size_t n = cframe_str(buf, FIN | KR_WS_OP_TEXT, "one");
+    n += cframe_str(buf + n, FIN | KR_WS_OP_BINARY, "two");
+    n += cframe_str(buf + n, FIN | KR_WS_OP_PING, "");
+    n += cframe_str(buf + n, FIN | KR_WS_OP_TEXT, "three");
+    feed(&fx, buf, n);
+    ASSERT_EQ(rec.nmsg, 3);
+    ASSERT_STR_EQ(rec.data[0], "one");
+    ASSERT_STR_EQ(rec.data[1], "two");
+    ASSERT_EQ(rec.binary[1], 1);
+    ASSERT_STR_EQ(rec.data[2], "three");
+    sframe_t f[4];
+    ASSERT_EQ(frames_of(fx.c, f, 4), 1);
+    ASSERT_EQ(f[0].opcode, KR_WS_OP_PONG);
+    ASSERT_EQ(f[0].len, 0);
+    fx_done(&fx);
+}
+
+TEST(byte_by_byte)
+{
+    fx_t fx;
+    fx_init(&fx);
+    static uint8_t buf[70000 + 64];
+    static char big[70000];
+    for (size_t i = 0; i < sizeof(big); i++)
+        big[i] = (char)('a' + i % 26);
+    /* 16-bit and 64-bit extended lengths, a fragmented message and a close, one byte at a
+     * time. */
+    size_t n = cframe(buf, FIN | KR_WS_OP_TEXT, big, 300);
+    for (size_t i = 0; i < n; i++)
+        feed(&fx, buf + i, 1);
+    ASSERT_EQ(rec.nmsg, 1);
+    ASSERT_BYTES(rec.data[0], rec.len[0], big, 300);
+    n = cframe(buf, FIN | KR_WS_OP_BINARY, big, sizeof(big));
+    for (size_t i = 0; i < n; i++)
+        feed(&fx, buf + i, 1);
+    ASSERT_EQ(rec.nmsg, 2);
+    ASSERT_BYTES(rec.data[1], rec.len[1], big, sizeof(big));
+    n = cframe_str(buf, KR_WS_OP_TEXT, "ab");
+    n += cframe_str(buf + n, FIN | KR_WS_OP_CONT, "cd");
+    n += cclose(buf + n, 1001, "gone");
+    for (size_t i = 0; i < n; i++)
+        feed(&fx, buf + i, 1);
+    ASSERT_EQ(rec.nmsg, 3);
+    ASSERT_STR_EQ(rec.data[2], "abcd");
+    ASSERT_EQ(rec.nclose, 1);
+    ASSERT_EQ(rec.close_code, 1001);
+    sframe_t f[4];
+    ASSERT_EQ(frames_of(fx.c, f, 4), 1);
+    assert_close_frame(&f[0], 1001, "gone");
+    fx_done(&fx);
+}
+
+TEST(binary_untouched)
+{
+    fx_t fx;
+    fx_init(&fx);
+    rec.action = ACT_ECHO;
+    uint8_t all[256], buf[512];
+    for (int i = 0; i < 256; i++)
+        all[i] = (uint8_t)i;
+    size_t n = cframe(buf, FIN | KR_WS_OP_BINARY, all, sizeof(all));
+    feed(&fx, buf, n);
+    ASSERT_EQ(rec.nmsg, 1);
+    ASSERT_EQ(rec.binary[0], 1);
+    ASSERT_BYTES(rec.data[0], rec.len[0], all, sizeof(all));
+    sframe_t f[2];
+    ASSERT_EQ(frames_of(fx.c, f, 2), 1);
+    ASSERT_EQ(f[0].opcode, KR_WS_OP_BINARY);
+    ASSERT_BYTES(f[0].payload, f[0].len, all, sizeof(all));
+    fx_done(&fx);
+}
+
+TEST(ping_pong)
+{
+    fx_t fx;
+    fx_init(&fx);
+    uint8_t buf[256], payload[125];
+    memset(payload, 'z', sizeof(payload));
+    size_t n = cframe_str(buf, FIN | KR_WS_OP_PING, "abc");
+    n += cframe(buf + n, FIN | KR_WS_OP_PING, payload, sizeof(payload));
+    feed(&fx, buf, n);
+    /* An unsolicited pong is ignored. */
+    n = cframe_str(buf, FIN | KR_WS_OP_PONG, "unasked");
+    feed(&fx, buf, n);
+    sframe_t f[4];
+    ASSERT_EQ(frames_of(fx.c, f, 4), 2);
+    ASSERT_EQ(f[0].opcode, KR_WS_OP_PONG);
+    ASSERT_MEM_EQ(f[0].payload, f[0].len, "abc", 3);
+    ASSERT_EQ(f[1].opcode, KR_WS_OP_PONG);
+    ASSERT_BYTES(f[1].payload, f[1].len, payload, sizeof(payload));
+    ASSERT_EQ(rec.nmsg, 0);
+    ASSERT_EQ(rec.nclose, 0);
+    fx_done(&fx);
+}
+
+TEST(peer_close)
+{
+    fx_t fx;
+    fx_init(&fx);
+    uint8_t buf[256];
+    size_t n = cframe_str(buf, FIN | KR_WS_OP_TEXT, "before");
+    n += cclose(buf + n, 1000, "bye");
+    n += cframe_str(buf + n, FIN | KR_WS_OP_TEXT, "after"); /* ignored */
+    feed(&fx, buf, n);
+    ASSERT_EQ(rec.nmsg, 1);
+    ASSERT_EQ(rec.nclose, 1);
+    ASSERT_EQ(rec.close_code, 1000);
+    ASSERT(rec.closed_ws == fx.ws);
+    sframe_t f[4];
+    ASSERT_EQ(frames_of(fx.c, f, 4), 1);
+    assert_close_frame(&f[0], 1000, "bye");
+    ASSERT(fx.c->close_after_flush);
+    ASSERT(!kr_conn_is_closing(fx.c));
+    ASSERT_EQ(kr_ws_send_text(fx.ws, "no", 2), KR_ECLOSED);
+    ASSERT_EQ(kr__conn_feed(fx.c, buf, n), 0); /* input is no longer read */
+    kr_ws_close(fx.ws, 1000, NULL);            /* no second close frame */
+    ASSERT_EQ(frames_of(fx.c, f, 4), 1);
+    ASSERT_EQ(rec.nclose, 1);
+    fx_done(&fx);
+}
+
+TEST(peer_close_without_code)
+{
+    fx_t fx;
+    fx_init(&fx);
+    uint8_t buf[64];
+    size_t n = cframe_str(buf, FIN | KR_WS_OP_CLOSE, "");
+    feed(&fx, buf, n);
+    ASSERT_EQ(rec.nclose, 1);
+    ASSERT_EQ(rec.close_code, 1005);
+    sframe_t f[2];
+    ASSERT_EQ(frames_of(fx.c, f, 2), 1);
+    assert_close_frame(&f[0], 0, NULL);
+    fx_done(&fx);
+}
+
+TEST(server_close)
+{
+    fx_t fx;
+    fx_init(&fx);
+    rec.action = ACT_ECHO;
+    kr_ws_close(fx.ws, 4001, "done here");
+    ASSERT_EQ(rec.nclose, 0); /* on_close waits for the handshake */
+    sframe_t f[4];
+    ASSERT_EQ(frames_of(fx.c, f, 4), 1);
+    assert_close_frame(&f[0], 4001, "done here");
+    ASSERT(fx.c->deadline_ms != 0);
+    ASSERT_EQ(kr_ws_send_text(fx.ws, "x", 1), KR_ECLOSED);
+    kr_ws_close(fx.ws, 1000, "again"); /* idempotent */
+    ASSERT_EQ(frames_of(fx.c, f, 4), 1);
+    drop_output(fx.c);
+    /* Messages that cross our close are dropped; pings are not answered any more. */
+    uint8_t buf[256];
+    size_t n = cframe_str(buf, FIN | KR_WS_OP_TEXT, "crossing");
+    n += cframe_str(buf + n, FIN | KR_WS_OP_PING, "p");
+    feed(&fx, buf, n);
+    ASSERT_EQ(rec.nmsg, 0);
+    ASSERT_EQ(fx.c->outq.bytes, 0);
+    ASSERT_EQ(rec.nclose, 0);
+    n = cclose(buf, 4001, "done here");
+    feed(&fx, buf, n);
+    ASSERT_EQ(rec.nclose, 1);
+    ASSERT_EQ(rec.close_code, 4001);
+    ASSERT_EQ(fx.c->outq.bytes, 0); /* the reply to our close is not answered */
+    ASSERT(fx.c->close_after_flush);
+    fx_done(&fx);
+}
+
+TEST(server_close_long_reason)
+{
+    fx_t fx;
+    fx_init(&fx);
+    char reason[200];
+    memset(reason, 'r', sizeof(reason));
+    /* A two-byte character straddles the 123-byte limit: it is dropped whole. */
+    reason[122] = (char)0xc3;
+    reason[123] = (char)0xa9;
+    reason[199] = '\0';
+    kr_ws_close(fx.ws, 1000, reason);
+    sframe_t f[2];
+    ASSERT_EQ(frames_of(fx.c, f, 2), 1);
+    ASSERT_EQ(f[0].len, 2 + 122);
+    ASSERT_EQ(f[0].payload[2 + 121], 'r');
+    fx_done(&fx);
+}
+
+TEST(server_close_timeout)
+{
+    fx_t fx;
+    kr_ws_opts_t o;
+    kr_ws_opts_default(&o);
+    o.close_timeout_ms = 1234;
+    fx_init_opts(&fx, &o);
+    uint64_t now = uv_now(&fx.loop);
+    kr_ws_close(fx.ws, 1001, "going");
+    ASSERT_EQ(fx.c->deadline_ms, now + 1234);
+    kr__conn_timeout(fx.c); /* what the server's sweep does */
+    ASSERT(kr_conn_is_closing(fx.c));
+    ASSERT_EQ(rec.nclose, 1);
+    ASSERT_EQ(rec.close_code, 1001); /* the code we sent: the peer never answered */
+    fx_done(&fx);
+}
+
+TEST(eof_is_1006)
+{
+    fx_t fx;
+    fx_init(&fx);
+    uint8_t buf[64];
+    size_t n = cframe_str(buf, FIN | KR_WS_OP_TEXT, "last");
+    n += cframe_str(buf + n, FIN | KR_WS_OP_TEXT, "hal"); /* cut short */
+    feed(&fx, buf, n - 2);
+    ASSERT_EQ(rec.nmsg, 1);
+    fx.c->proto->on_eof(fx.c);
+    ASSERT_EQ(rec.nclose, 1);
+    ASSERT_EQ(rec.close_code, 1006);
+    ASSERT(fx.c->close_after_flush);
+    fx_done(&fx);
+}
+
+TEST(tcp_close_is_1006)
+{
+    fx_t fx;
+    fx_init(&fx);
+    uint8_t buf[64];
+    size_t n = cframe_str(buf, KR_WS_OP_TEXT, "partial");
+    feed(&fx, buf, n);
+    kr_conn_close(fx.c, "test");
+    ASSERT_EQ(rec.nclose, 1);
+    ASSERT_EQ(rec.close_code, 1006);
+    fx_done(&fx); /* a second close calls nothing */
+}
+
+TEST(invalid_utf8_is_1007)
+{
+    static const char *bad[] = {
+        "\xff",             /* never valid */
+        "ok\xc3(",          /* bad continuation */
+        "\xed\xa0\x80",     /* a UTF-16 surrogate */
+        "\xc0\xaf",         /* overlong */
+        "\xf4\x90\x80\x80", /* above U+10FFFF */
+    };
+    for (size_t i = 0; i < KR_ARRAY_SIZE(bad); i++) {
+        fx_t fx;
+        fx_init(&fx);
+        uint8_t buf[64];
+        size_t n = cframe_str(buf, FIN | KR_WS_OP_TEXT, bad[i]);
+        feed(&fx, buf, n);
+        ASSERT_EQ(rec.nmsg, 0);
+        assert_failed_with(&fx, 1007);
+        fx_done(&fx);
+    }
+    /* Fail fast: a bad byte in the first fragment ends the connection before the message
+     * does. */
+    {
+        fx_t fx;
+        fx_init(&fx);
+        uint8_t buf[64];
+        size_t n = cframe_str(buf, KR_WS_OP_TEXT, "ok\xff");
+        feed(&fx, buf, n);
+        assert_failed_with(&fx, 1007);
+        fx_done(&fx);
+    }
+    /* Truncated at the end of a fragmented message; and in a close reason. */
+    fx_t fx;
+    fx_init(&fx);
+    uint8_t buf[64];
+    size_t n = cframe_str(buf, KR_WS_OP_TEXT, "fine");
+    n += cframe_str(buf + n, FIN | KR_WS_OP_CONT, "\xe2\x82");
+    feed(&fx, buf, n);
+    ASSERT_EQ(rec.nmsg, 0);
+    assert_failed_with(&fx, 1007);
+    fx_done(&fx);
+    fx_init(&fx);
+    n = cclose(buf, 1000, "\xff");
+    feed(&fx, buf, n);
+    assert_failed_with(&fx, 1007);
+    fx_done(&fx);
+    /* Binary data is not text. */
+    fx_init(&fx);
+    n = cframe_str(buf, FIN | KR_WS_OP_BINARY, "\xff\xfe");
+    feed(&fx, buf, n);
+    ASSERT_EQ(rec.nmsg, 1);
+    ASSERT_EQ(rec.nclose, 0);
+    fx_done(&fx);
+}
+
+TEST(oversize_is_1009)
+{
+    kr_ws_opts_t o;
+    kr_ws_opts_default(&o);
+    o.max_message = 100;
+    static uint8_t buf[1024];
+    char payload[300];
+    memset(payload, 'x', sizeof(payload));
+    fx_t fx;
+    fx_init_opts(&fx, &o);
+    size_t n = cframe(buf, FIN | KR_WS_OP_TEXT, payload, 100); /* at the limit: fine */
+    feed(&fx, buf, n);
+    ASSERT_EQ(rec.nmsg, 1);
+    n = cframe(buf, FIN | KR_WS_OP_TEXT, payload, 101);
+    feed(&fx, buf, n);
+    ASSERT_EQ(rec.nmsg, 1);
+    assert_failed_with(&fx, 1009);
+    fx_done(&fx);
+    /* The limit is on the reassembled message; the header alone is enough to decide. */
+    fx_init_opts(&fx, &o);
+    n = cframe(buf, KR_WS_OP_BINARY, payload, 60);
+    n += cframe(buf + n, FIN | KR_WS_OP_CONT, payload, 60);
+    feed(&fx, buf, n);
+    ASSERT_EQ(rec.nmsg, 0);
+    assert_failed_with(&fx, 1009);
+    fx_done(&fx);
+    fx_init_opts(&fx, &o);
+    n = cframe(buf, FIN | KR_WS_OP_BINARY, payload, 300);
+    feed(&fx, buf, 9); /* the header and one byte: wslay reports a frame with its data */
+    assert_failed_with(&fx, 1009);
+    fx_done(&fx);
+}
+
+TEST(too_many_fragments_is_1009)
+{
+    kr_ws_opts_t o;
+    kr_ws_opts_default(&o);
+    o.max_fragments = 4;
+    fx_t fx;
+    fx_init_opts(&fx, &o);
+    uint8_t buf[256];
+    size_t n = cframe_str(buf, KR_WS_OP_TEXT, "a");
+    n += cframe_str(buf + n, KR_WS_OP_CONT, "b");
+    n += cframe_str(buf + n, FIN | KR_WS_OP_PING, ""); /* control frames do not count */
+    n += cframe_str(buf + n, KR_WS_OP_CONT, "");
+    n += cframe_str(buf + n, FIN | KR_WS_OP_CONT, "d");
+    feed(&fx, buf, n);
+    ASSERT_EQ(rec.nmsg, 1);
+    ASSERT_STR_EQ(rec.data[0], "abd");
+    drop_output(fx.c);
+    /* The count starts again with each message. */
+    n = cframe_str(buf, KR_WS_OP_TEXT, "1");
+    for (int i = 0; i < 3; i++)
+        n += cframe_str(buf + n, KR_WS_OP_CONT, "2");
+    feed(&fx, buf, n);
+    ASSERT_EQ(rec.nclose, 0);
+    n = cframe_str(buf, FIN | KR_WS_OP_CONT, "5");
+    feed(&fx, buf, n);
+    ASSERT_EQ(rec.nmsg, 1);
+    assert_failed_with(&fx, 1009);
+    fx_done(&fx);
+}
+
+TEST(unmasked_is_1002)
+{
+    fx_t fx;
+    fx_init(&fx);
+    uint8_t buf[64];
+    size_t n = cframe_ex(buf, FIN | KR_WS_OP_TEXT, "plain", 5, 0);
+    feed(&fx, buf, n);
+    ASSERT_EQ(rec.nmsg, 0);
+    assert_failed_with(&fx, 1002);
+    fx_done(&fx);
+}
+
+TEST(rsv_bits_are_1002)
+{
+    static const int rsv[] = {0x40, 0x20, 0x10};
+    for (size_t i = 0; i < KR_ARRAY_SIZE(rsv); i++) {
+        fx_t fx;
+        fx_init(&fx);
+        uint8_t buf[64];
+        size_t n = cframe_str(buf, FIN | rsv[i] | KR_WS_OP_TEXT, "x");
+        feed(&fx, buf, n);
+        ASSERT_EQ(rec.nmsg, 0);
+        assert_failed_with(&fx, 1002);
+        fx_done(&fx);
+    }
+}
+
+/* Frames wslay rejects while parsing the header (it would send a close without a code; we
+ * send 1002), and frames it rejects afterwards (it sends 1002 itself). */
+TEST(protocol_errors_are_1002)
+{
+    uint8_t big[126];
+    memset(big, 'p', sizeof(big));
+    static uint8_t buf[256];
+    size_t lens[16];
+    uint8_t frames[16][256];
+    unsigned nf = 0;
+    lens[nf] = cframe(frames[nf], FIN | KR_WS_OP_PING, big, 126); /* control > 125 */
+    nf++;
+    lens[nf] = cframe_str(frames[nf], KR_WS_OP_PING, "x"); /* fragmented control */
+    nf++;
+    lens[nf] = cframe_str(frames[nf], FIN | 0x3, "x"); /* reserved data opcode */
+    nf++;
+    lens[nf] = cframe_str(frames[nf], FIN | 0xb, "x"); /* reserved control opcode */
+    nf++;
+    lens[nf] = cframe_str(frames[nf], FIN | KR_WS_OP_CONT, "x"); /* nothing to continue */
+    nf++;
+    lens[nf] = cframe_str(frames[nf], KR_WS_OP_TEXT, "a"); /* new message inside one */
+    lens[nf] += cframe_str(frames[nf] + lens[nf], FIN | KR_WS_OP_TEXT, "b");
+    nf++;
+    lens[nf] = cframe_str(frames[nf], FIN | KR_WS_OP_CLOSE, "\x03"); /* 1-byte close */
+    nf++;
+    lens[nf] = cclose(frames[nf], 999, ""); /* invalid close codes */
+    nf++;
+    lens[nf] = cclose(frames[nf], 1005, "");
+    nf++;
+    lens[nf] = cclose(frames[nf], 1016, "");
+    nf++;
+    lens[nf] = cclose(frames[nf], 5000, "");
+    nf++;
+    /* A 16-bit length under 126 (not the minimal encoding). */
+    uint8_t nonmin[] = {FIN | KR_WS_OP_TEXT, 0x80 | 126, 0, 5, 0, 0, 0, 0, 'h', 'e', 'l', 'l', 'o'};
+    memcpy(frames[nf], nonmin, sizeof(nonmin));
+    lens[nf] = sizeof(nonmin);
+    nf++;
+    for (unsigned i = 0; i < nf; i++) {
+        for (int bytewise = 0; bytewise < 2; bytewise++) {
+            fx_t fx;
+            fx_init(&fx);
+            size_t n = cframe_str(buf, FIN | KR_WS_OP_PING, "early");
+            feed(&fx, buf, n);
+            drop_output(fx.c);
+            if (bytewise) {
+                for (size_t k = 0; k < lens[i] && !fx.c->close_after_flush; k++)
+                    feed(&fx, frames[i] + k, 1);
+            } else {
+                feed(&fx, frames[i], lens[i]);
+            }
+            ASSERT_EQ(rec.nmsg, 0);
+            assert_failed_with(&fx, 1002);
+            fx_done(&fx);
+        }
+    }
+}
+
+TEST(close_from_handler)
+{
+    fx_t fx;
+    fx_init(&fx);
+    rec.action = ACT_WS_CLOSE;
+    uint8_t buf[256];
+    size_t n = cframe_str(buf, FIN | KR_WS_OP_TEXT, "first");
+    n += cframe_str(buf + n, FIN | KR_WS_OP_TEXT, "second"); /* after our close: dropped */
+    n += cframe_str(buf + n, FIN | KR_WS_OP_PING, "");
+    feed(&fx, buf, n);
+    ASSERT_EQ(rec.nmsg, 1);
+    ASSERT_EQ(rec.nclose, 0);
+    sframe_t f[4];
+    ASSERT_EQ(frames_of(fx.c, f, 4), 1);
+    assert_close_frame(&f[0], 4000, "from handler");
+    n = cclose(buf, 4000, "");
+    feed(&fx, buf, n);
+    ASSERT_EQ(rec.nclose, 1);
+    ASSERT_EQ(rec.close_code, 4000);
+    ASSERT(fx.c->close_after_flush);
+    fx_done(&fx);
+}
+
+/* A frame-level error after the handler closed: our close (not wslay's empty one) goes. */
+TEST(close_from_handler_then_garbage)
+{
+    fx_t fx;
+    fx_init(&fx);
+    rec.action = ACT_WS_CLOSE;
+    uint8_t buf[256];
+    size_t n = cframe_str(buf, FIN | KR_WS_OP_TEXT, "first");
+    n += cframe_str(buf + n, KR_WS_OP_PING, "x"); /* fragmented control frame */
+    feed(&fx, buf, n);
+    sframe_t f[4];
+    ASSERT_EQ(frames_of(fx.c, f, 4), 1);
+    assert_close_frame(&f[0], 4000, "from handler");
+    ASSERT_EQ(rec.nclose, 1);
+    ASSERT_EQ(rec.close_code, 4000);
+    fx_done(&fx);
+}
+
+TEST(conn_close_from_handler)
+{
+    fx_t fx;
+    fx_init(&fx);
+    rec.action = ACT_CONN_CLOSE;
+    uint8_t buf[256];
+    size_t n = cframe_str(buf, FIN | KR_WS_OP_TEXT, "first");
+    n += cframe_str(buf + n, FIN | KR_WS_OP_TEXT, "second");
+    n += cframe_str(buf + n, FIN | KR_WS_OP_PING, "");
+    feed(&fx, buf, n);
+    ASSERT_EQ(rec.nmsg, 1);
+    ASSERT_EQ(rec.nclose, 1);
+    ASSERT_EQ(rec.close_code, 1006);
+    ASSERT(kr_conn_is_closing(fx.c));
+    fx_done(&fx);
+}
+
+/* One encoded frame shared by several connections (a broadcast). */
+TEST(shared_frame)
+{
+    fx_t a, b;
+    fx_init(&a);
+    kr_conn_t *c2 = kr__conn_new_detached(&a.s, &dummy_proto);
+    kr_conn_ref(c2);
+    kr_ws_t *ws2 = kr__ws_start(c2, &handler, &rec, NULL);
+    ASSERT_NOT_NULL(ws2);
+    b.c = c2;
+    kr_buf_t *frame = kr_ws_frame_new(KR_WS_OP_TEXT, "all", 3);
+    ASSERT_OK(kr_ws_send_frame(a.ws, kr_buf_ref(frame)));
+    ASSERT_OK(kr_ws_send_frame(ws2, kr_buf_ref(frame)));
+    ASSERT_EQ(frame->refcnt, 3);
+    kr_buf_unref(frame);
+    sframe_t f[2];
+    ASSERT_EQ(frames_of(b.c, f, 2), 1);
+    ASSERT_MEM_EQ(f[0].payload, f[0].len, "all", 3);
+    kr_conn_close(c2, NULL);
+    kr_conn_unref(c2);
+    ASSERT_EQ(rec.nclose, 1);
+    rec.nclose = 0;
+    fx_done(&a);
+}
+
+TEST(server_close_without_code)
+{
+    fx_t fx;
+    fx_init(&fx);
+    kr_ws_close(fx.ws, 0, "ignored without a code");
+    sframe_t f[2];
+    ASSERT_EQ(frames_of(fx.c, f, 2), 1);
+    assert_close_frame(&f[0], 0, NULL);
+    uint8_t buf[16];
+    size_t n = cframe_str(buf, FIN | KR_WS_OP_CLOSE, "");
+    feed(&fx, buf, n);
+    ASSERT_EQ(rec.nclose, 1);
+    ASSERT_EQ(rec.close_code, 1005);
+    fx_done(&fx);
+}
+
+/* The peer's close may arrive between the fragments of a message: the message is lost. */
+TEST(peer_close_inside_fragmented_message)
+{
+    fx_t fx;
+    fx_init(&fx);
+    uint8_t buf[128];
+    size_t n = cframe_str(buf, KR_WS_OP_TEXT, "half");
+    n += cclose(buf + n, 1001, "");
+    feed(&fx, buf, n);
+    ASSERT_EQ(rec.nmsg, 0);
+    ASSERT_EQ(rec.nclose, 1);
+    ASSERT_EQ(rec.close_code, 1001);
+    sframe_t f[2];
+    ASSERT_EQ(frames_of(fx.c, f, 2), 1);
+    assert_close_frame(&f[0], 1001, "");
+    fx_done(&fx);
+}
+
+static int drains;
+
+static void count_drain(kr_ws_t *ws, void *ud)
+{
+    KR_UNUSED(ws);
+    ASSERT(ud == &rec);
+    drains++;
+}
+
+TEST(drain_and_shutdown)
+{
+    fx_t fx;
+    fx_init(&fx);
+    /* Without a drain handler nothing happens. */
+    fx.c->proto->on_drain(fx.c);
+    ASSERT_EQ(fx.c->outq.bytes, 0);
+    kr_conn_close(fx.c, NULL);
+    kr_conn_unref(fx.c);
+    ASSERT_EQ(rec.nclose, 1);
+    rec_reset();
+
+    static const kr_ws_handler_t with_drain = {on_message, on_close, count_drain};
+    fx.c = kr__conn_new_detached(&fx.s, &dummy_proto);
+    kr_conn_ref(fx.c);
+    fx.ws = kr__ws_start(fx.c, &with_drain, &rec, NULL);
+    fx.c->proto->on_drain(fx.c);
+    ASSERT_EQ(drains, 1);
+    /* At server shutdown, a drain (kr_server_shutdown calls it) starts the close. */
+    fx.s.stopping = 1;
+    fx.c->proto->on_drain(fx.c);
+    ASSERT_EQ(drains, 1);
+    sframe_t f[2];
+    ASSERT_EQ(frames_of(fx.c, f, 2), 1);
+    assert_close_frame(&f[0], 1001, "server shutting down");
+    fx.c->proto->on_drain(fx.c);
+    ASSERT_EQ(frames_of(fx.c, f, 2), 1);
+    ASSERT_EQ(rec.nclose, 0);
+    fx_done(&fx);
+}
+
+/* ---- the opening handshake -------------------------------------------------------------- */
+
+typedef struct hreq_s {
+    kr_http_req_t req;
+    kr_http_header_t h[8];
+} hreq_t;
+
+static void hreq_init(hreq_t *r)
+{
+    memset(r, 0, sizeof(*r));
+    snprintf(r->req.method_name, sizeof(r->req.method_name), "GET");
+    r->req.http_minor = 1;
+    r->req.headers = r->h;
+}
+
+static void hreq_add(hreq_t *r, const char *name, const char *value)
+{
+    ASSERT(r->req.nheaders < 8);
+    kr_http_header_t *h = &r->h[r->req.nheaders++];
+    h->name = name;
+    h->value = value;
+    h->name_len = strlen(name);
+    h->value_len = strlen(value);
+}
+
+static void hreq_valid(hreq_t *r)
+{
+    hreq_init(r);
+    hreq_add(r, "host", "example.com");
+    hreq_add(r, "upgrade", "websocket");
+    hreq_add(r, "connection", "Upgrade");
+    hreq_add(r, "sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==");
+    hreq_add(r, "sec-websocket-version", "13");
+}
+
+/* A valid request with header i replaced by value (NULL: removed). */
+static int check_with(unsigned i, const char *value)
+{
+    hreq_t r;
+    hreq_valid(&r);
+    if (value == NULL)
+        r.h[i] = r.h[--r.req.nheaders];
+    else
+        r.h[i].value = value, r.h[i].value_len = strlen(value);
+    return kr_ws_check_upgrade(&r.req);
+}
+
+TEST(check_upgrade)
+{
+    hreq_t r;
+    hreq_valid(&r);
+    ASSERT_OK(kr_ws_check_upgrade(&r.req));
+    /* Method and version. */
+    snprintf(r.req.method_name, sizeof(r.req.method_name), "POST");
+    ASSERT_EQ(kr_ws_check_upgrade(&r.req), 400);
+    hreq_valid(&r);
+    r.req.http_minor = 0;
+    ASSERT_EQ(kr_ws_check_upgrade(&r.req), 400);
+    /* Upgrade and Connection: tokens, any case, in lists. */
+    ASSERT_OK(check_with(1, "WebSocket"));
+    ASSERT_OK(check_with(1, "foo, websocket"));
+    ASSERT_EQ(check_with(1, "websocketx"), 400);
+    ASSERT_EQ(check_with(1, "h2c"), 400);
+    ASSERT_EQ(check_with(1, NULL), 400);
+    ASSERT_OK(check_with(2, "keep-alive, Upgrade"));
+    ASSERT_OK(check_with(2, "UPGRADE"));
+    ASSERT_EQ(check_with(2, "keep-alive"), 400);
+    ASSERT_EQ(check_with(2, "upgraded"), 400);
+    ASSERT_EQ(check_with(2, NULL), 400);
+    hreq_valid(&r);
+    r.h[2].value = "keep-alive";
+    r.h[2].value_len = 10;
+    hreq_add(&r, "connection", "upgrade"); /* a list split over two lines */
+    ASSERT_OK(kr_ws_check_upgrade(&r.req));
+    /* The key: base64 of exactly 16 bytes, once. */
+    ASSERT_EQ(check_with(3, NULL), 400);
+    ASSERT_EQ(check_with(3, ""), 400);
+    ASSERT_EQ(check_with(3, "dGhlIHNhbXBsZSBub25jZQ"), 400);   /* no padding */
+    ASSERT_EQ(check_with(3, "dGhlIHNhbXBsZSBub25jZR=="), 400); /* stray low bits */
+    ASSERT_EQ(check_with(3, "dGhlIHNhbXBsZSBub25j!Q=="), 400); /* not base64 */
+    ASSERT_EQ(check_with(3, "dGhlIHNhbXBsZSBub25jZQ=="), 0);
+    ASSERT_EQ(check_with(3, "AAAAAAAAAAAAAAAAAAAAAw=="), 0);
+    ASSERT_EQ(check_with(3, "dGhlIHNhbXBsZSBub25jZXM="), 400); /* 17 bytes */
+    hreq_valid(&r);
+    hreq_add(&r, "sec-websocket-key", "AAAAAAAAAAAAAAAAAAAAAA==");
+    ASSERT_EQ(kr_ws_check_upgrade(&r.req), 400);
+    /* The protocol version: 426, checked before the key. */
+    ASSERT_EQ(check_with(4, "8"), 426);
+    ASSERT_EQ(check_with(4, "13, 8"), 426);
+    ASSERT_EQ(check_with(4, NULL), 426);
+    hreq_valid(&r);
+    r.h[3] = r.h[4];
+    r.req.nheaders--;
+    r.h[3].value = "8";
+    r.h[3].value_len = 1;
+    ASSERT_EQ(kr_ws_check_upgrade(&r.req), 426);
+}
+
+/* ---- the upgrade through a detached HTTP connection ------------------------------------- */
+
+static kr_ws_t *accepted;
+
+static void http_handler(kr_http_req_t *req, void *ud)
+{
+    KR_UNUSED(ud);
+    int status = kr_ws_check_upgrade(req);
+    if (status != 0) {
+        kr_ws_reject(req, status);
+        return;
+    }
+    kr_ws_opts_t o;
+    kr_ws_opts_default(&o);
+    o.high_water = 4096;
+    accepted = kr_ws_accept(req, &handler, &rec, &o);
+    ASSERT_NOT_NULL(accepted);
+    ASSERT_NULL(req->conn);
+}
+
+static const char upgrade_req[] = "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+                                  "Connection: Upgrade\r\n"
+                                  "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                                  "Sec-WebSocket-Version: 13\r\n\r\n";
+
+TEST(accept_over_http)
+{
+    uv_loop_t loop;
+    kr_server_t s;
+    rec_reset();
+    ASSERT_OK(uv_loop_init(&loop));
+    kr_server_init(&s, &loop);
+    s.handler = http_handler;
+    kr_conn_t *c = kr__conn_new_detached(&s, &kr_http_proto);
+    kr_conn_ref(c);
+    rec.action = ACT_ECHO;
+    /* The request and a first frame in one read: the frame waits for the next turn. */
+    static uint8_t buf[1024];
+    size_t n = strlen(upgrade_req);
+    memcpy(buf, upgrade_req, n);
+    n += cframe_str(buf + n, FIN | KR_WS_OP_TEXT, "early");
+    ASSERT_EQ(kr__conn_feed(c, buf, n), n);
+    ASSERT_NOT_NULL(accepted);
+    ASSERT(kr_ws_conn(accepted) == c);
+    ASSERT_EQ(c->high_water, 4096);
+    size_t len;
+    const char *out = (const char *)output_of(c, &len);
+    ASSERT(strncmp(out, "HTTP/1.1 101 Switching Protocols\r\n", 34) == 0);
+    ASSERT_NOT_NULL(strstr(out, "\r\nUpgrade: websocket\r\n"));
+    ASSERT_NOT_NULL(strstr(out, "\r\nConnection: Upgrade\r\n"));
+    ASSERT_NOT_NULL(strstr(out, "\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"));
+    ASSERT_NULL(strstr(out, "Content-Length"));
+    ASSERT(len >= 4 && memcmp(out + len - 4, "\r\n\r\n", 4) == 0);
+    ASSERT_EQ(rec.nmsg, 0);
+    drop_output(c);
+    kr__conn_flush(c); /* the server's check phase: replays the buffered frame */
+    ASSERT_EQ(rec.nmsg, 1);
+    ASSERT_STR_EQ(rec.data[0], "early");
+    n = cframe_str(buf, FIN | KR_WS_OP_TEXT, "later");
+    ASSERT_EQ(kr__conn_feed(c, buf, n), n);
+    ASSERT_EQ(rec.nmsg, 2);
+    sframe_t f[4];
+    ASSERT_EQ(frames_of(c, f, 4), 2);
+    ASSERT_MEM_EQ(f[0].payload, f[0].len, "early", 5);
+    ASSERT_MEM_EQ(f[1].payload, f[1].len, "later", 5);
+    kr_conn_close(c, NULL);
+    ASSERT_EQ(rec.nclose, 1);
+    ASSERT_EQ(rec.close_code, 1006);
+    kr_conn_unref(c);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    ASSERT_EQ(uv_loop_close(&loop), 0);
+    rec_reset();
+}
+
+/* Feeds req to a fresh detached HTTP connection; returns its output (static buffer). */
+static const char *http_exchange(kr_server_t *s, const char *req, int *closing)
+{
+    kr_conn_t *c = kr__conn_new_detached(s, &kr_http_proto);
+    kr_conn_ref(c);
+    ASSERT_EQ(kr__conn_feed(c, req, strlen(req)), strlen(req));
+    size_t len;
+    const char *out = (const char *)output_of(c, &len);
+    *closing = c->close_after_flush;
+    kr_conn_close(c, NULL);
+    kr_conn_unref(c);
+    return out;
+}
+
+TEST(reject_over_http)
+{
+    uv_loop_t loop;
+    kr_server_t s;
+    rec_reset();
+    ASSERT_OK(uv_loop_init(&loop));
+    kr_server_init(&s, &loop);
+    s.handler = http_handler;
+    int closing = 0;
+    const char *out = http_exchange(&s,
+                                    "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+                                    "Connection: Upgrade\r\n"
+                                    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                                    "Sec-WebSocket-Version: 8\r\n\r\n",
+                                    &closing);
+    ASSERT(strncmp(out, "HTTP/1.1 426 ", 13) == 0);
+    ASSERT_NOT_NULL(strstr(out, "\r\nSec-WebSocket-Version: 13\r\n"));
+    ASSERT_NOT_NULL(strstr(out, "\r\n\r\nWebSocket version 13 required"));
+    ASSERT(closing); /* kr_http does not keep a connection that asked for an upgrade */
+    out = http_exchange(&s, "GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\n\r\n", &closing);
+    ASSERT(strncmp(out, "HTTP/1.1 400 ", 13) == 0);
+    ASSERT_NULL(strstr(out, "Sec-WebSocket-Version"));
+    ASSERT_NULL(accepted);
+    ASSERT_EQ(rec.nclose, 0);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    ASSERT_EQ(uv_loop_close(&loop), 0);
+}
+
+KR_TEST_MAIN(KR_TEST_ENTRY(accept_key_rfc_sample), KR_TEST_ENTRY(frame_header_lengths),
+             KR_TEST_ENTRY(text_message), KR_TEST_ENTRY(echo_and_send),
+             KR_TEST_ENTRY(fragmented_message), KR_TEST_ENTRY(two_frames_one_feed),
+             KR_TEST_ENTRY(byte_by_byte), KR_TEST_ENTRY(binary_untouched), KR_TEST_ENTRY(ping_pong),
+             KR_TEST_ENTRY(peer_close), KR_TEST_ENTRY(peer_close_without_code),
+             KR_TEST_ENTRY(server_close), KR_TEST_ENTRY(server_close_long_reason),
+             KR_TEST_ENTRY(server_close_timeout), KR_TEST_ENTRY(eof_is_1006),
+             KR_TEST_ENTRY(tcp_close_is_1006), KR_TEST_ENTRY(invalid_utf8_is_1007),
+             KR_TEST_ENTRY(oversize_is_1009), KR_TEST_ENTRY(too_many_fragments_is_1009),
+             KR_TEST_ENTRY(unmasked_is_1002), KR_TEST_ENTRY(rsv_bits_are_1002),
+             KR_TEST_ENTRY(protocol_errors_are_1002), KR_TEST_ENTRY(close_from_handler),
+             KR_TEST_ENTRY(close_from_handler_then_garbage), KR_TEST_ENTRY(conn_close_from_handler),
+             KR_TEST_ENTRY(shared_frame), KR_TEST_ENTRY(check_upgrade),
+             KR_TEST_ENTRY(server_close_without_code),
+             KR_TEST_ENTRY(peer_close_inside_fragmented_message), KR_TEST_ENTRY(drain_and_shutdown),
+             KR_TEST_ENTRY(accept_over_http), KR_TEST_ENTRY(reject_over_http))
