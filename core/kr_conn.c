@@ -10,11 +10,13 @@
 
 static void on_closed(uv_handle_t *h);
 static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf);
+static void handle_read(kr_conn_t *c, ssize_t nread);
 
 static void free_conn(kr_conn_t *c)
 {
     kr_outq_dispose(&c->outq);
-    kr_free(c->rbuf);
+    if (!c->rbuf_shared)
+        kr_free(c->rbuf);
     kr_free(c);
 }
 
@@ -120,10 +122,26 @@ size_t kr__conn_feed(kr_conn_t *c, const void *data, size_t len)
 
 /* ---- reading ---------------------------------------------------------------------------- */
 
+/* Reads land in the server's shared buffer whenever the connection has nothing pending, so an
+ * idle connection owns no read buffer at all (memory per connection is a feature). Only bytes
+ * left unconsumed after the protocol ran are copied into a private buffer (release_shared). */
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
     kr_conn_t *c = h->data;
+    kr_server_t *s = c->server;
     KR_UNUSED(suggested);
+    if (c->rlen == 0 && !s->rshared_busy) {
+        if (s->rshared == NULL)
+            s->rshared = kr_malloc(KR_SHARED_READ_BYTES);
+        if (!c->rbuf_shared)
+            kr_free(c->rbuf);
+        c->rbuf = s->rshared;
+        c->rcap = c->rmax < KR_SHARED_READ_BYTES ? c->rmax : KR_SHARED_READ_BYTES;
+        c->rbuf_shared = 1;
+        s->rshared_busy = 1;
+        *buf = uv_buf_init(c->rbuf, (unsigned)c->rcap);
+        return;
+    }
     if (c->rcap - c->rlen < READ_CHUNK && c->rcap < c->rmax) {
         size_t cap = c->rcap ? c->rcap * 2 : READ_CHUNK;
         while (cap - c->rlen < READ_CHUNK && cap < c->rmax)
@@ -167,8 +185,14 @@ void kr_conn_read_stop(kr_conn_t *c)
 void kr_conn_consume(kr_conn_t *c, size_t n)
 {
     KR_ASSERT(n <= c->rlen);
-    if (n == c->rlen)
+    if (n == c->rlen) {
         c->rlen = 0;
+        if (!c->rbuf_shared && c->rcap > 0 && !c->detached) {
+            kr_free(c->rbuf); /* idle connections hold no read buffer */
+            c->rbuf = NULL;
+            c->rcap = 0;
+        }
+    }
     else if (n > 0) {
         memmove(c->rbuf, c->rbuf + n, c->rlen - n);
         c->rlen -= n;
@@ -176,10 +200,38 @@ void kr_conn_consume(kr_conn_t *c, size_t n)
     update_reading(c);
 }
 
+/* After a read into the shared buffer: keep leftovers in a private buffer, free the rest. */
+static void release_shared(kr_conn_t *c)
+{
+    if (!c->rbuf_shared)
+        return;
+    c->server->rshared_busy = 0;
+    c->rbuf_shared = 0;
+    if (c->rlen == 0 || kr_conn_is_closing(c)) {
+        c->rbuf = NULL;
+        c->rcap = 0;
+        c->rlen = 0;
+        return;
+    }
+    size_t cap = c->rlen < READ_CHUNK ? READ_CHUNK : c->rlen;
+    char *own = kr_malloc(cap);
+    memcpy(own, c->rbuf, c->rlen);
+    c->rbuf = own;
+    c->rcap = cap;
+}
+
 static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
 {
     kr_conn_t *c = stream->data;
     KR_UNUSED(buf);
+    kr_conn_ref(c);
+    handle_read(c, nread);
+    release_shared(c);
+    kr_conn_unref(c);
+}
+
+static void handle_read(kr_conn_t *c, ssize_t nread)
+{
     if (nread == 0)
         return;
     if (nread < 0) {
@@ -196,11 +248,9 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
         return; /* discarding: we only wait for the peer's FIN */
     }
     c->rlen += (size_t)nread;
-    kr_conn_ref(c);
     c->proto->on_read(c);
     if (!kr_conn_is_closing(c))
         update_reading(c);
-    kr_conn_unref(c);
 }
 
 /* ---- writing ---------------------------------------------------------------------------- */
@@ -263,6 +313,11 @@ static void on_shutdown(uv_shutdown_t *req, int status)
      * rejected body) reads our answer instead of a reset. The sweep closes us at the deadline. */
     c->lingering = 1;
     c->rlen = 0; /* unparsed input is discarded with the rest */
+    if (!c->rbuf_shared) {
+        kr_free(c->rbuf);
+        c->rbuf = NULL;
+        c->rcap = 0;
+    }
     c->deadline_ms = uv_now(c->server->loop) + LINGER_MS;
     update_reading(c);
     kr_conn_unref(c);

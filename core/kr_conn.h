@@ -48,6 +48,7 @@ struct kr_conn_s {
     /* input */
     char *rbuf;
     size_t rlen, rcap, rmax; /* rmax: the read buffer never grows past this */
+    int rbuf_shared;         /* rbuf is the server's shared read buffer (during one read) */
     int reading;             /* uv_read_start is active */
     int want_read;           /* the protocol wants input (reading may still be paused by a full buffer) */
     /* output */

@@ -295,6 +295,8 @@ int kr_server_start(kr_server_t *s)
 void kr_server_dispose(kr_server_t *s)
 {
     close_all(s);
+    kr_free(s->rshared);
+    s->rshared = NULL;
     for (unsigned i = 0; i < s->nlisteners; i++)
         uv_close((uv_handle_t *)&s->listeners[i]->tcp, (uv_close_cb)kr_free);
     s->nlisteners = 0;

@@ -20,6 +20,7 @@ typedef void (*kr_http_handler_cb)(kr_http_req_t *req, void *ud);
 typedef void (*kr_server_hook_cb)(kr_server_t *s, void *ud);
 
 #define KR_MAX_LISTENERS 16
+#define KR_SHARED_READ_BYTES (64 * 1024)
 
 typedef struct kr_listener_s {
     uv_tcp_t tcp;
@@ -45,6 +46,8 @@ struct kr_server_s {
     unsigned nlisteners;
     kr_list_t conns;
     kr_list_t pending_writes;
+    char *rshared;    /* the read buffer every read goes to first (kr_conn.c) */
+    int rshared_busy; /* a read is using it */
     uv_check_t check;
     uv_idle_t idle; /* keeps the loop spinning while work is queued for the next check */
     uv_timer_t sweep;

@@ -54,6 +54,16 @@ static int l_kr_now(lua_State *L)
     return 1;
 }
 
+/* Wall clock in microseconds since the epoch, as an integer: for latency measurements and
+ * timestamps finer than kr.now()'s milliseconds. */
+static int l_kr_clock_us(lua_State *L)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    lua_pushinteger(L, (lua_Integer)ts.tv_sec * 1000000 + ts.tv_nsec / 1000);
+    return 1;
+}
+
 static void log_fiber_error(kr_fiber_t *f, kr_fiber_status_e status)
 {
     if (status == KR_FIBER_ERROR)
@@ -436,6 +446,7 @@ static int l_kr_metrics(lua_State *L)
 
 static const luaL_Reg kr_core_funcs[] = {
     {"sleep", l_kr_sleep},   {"yield", l_kr_yield},   {"now", l_kr_now},
+    {"clock_us", l_kr_clock_us},
     {"spawn", l_kr_spawn},   {"after", l_kr_after},   {"every", l_kr_every},
     {"log", l_kr_log},       {"listen", l_kr_listen}, {"limits", l_kr_limits},
     {"metrics", l_kr_metrics}, {NULL, NULL},

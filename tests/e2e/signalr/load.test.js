@@ -53,13 +53,21 @@ test('a client that never reads is closed as a slow consumer; the others receive
     slow = await rawTcpHubClient(srv.port, '/hub');
     slow.sock.pause(); // stop reading: kernel buffers fill, then the server's queue grows
     await until(async () => JSON.parse((await request(srv.port, { path: '/connections' })).body).n === 3, 'three connections');
-    // ~6000 x 4.2 KB = ~25 MB to each client: well past the 8 MiB hard limit plus what the
-    // kernel socket buffers absorb for the paused client.
-    const COUNT = 6000;
-    const r = await request(srv.port, { path: `/big?count=${COUNT}&size=4096&batch=50&pause=5`, timeoutMs: 30000 });
+    // 4000 x ~4.2 KB = ~17 MB to each client: past the 8 MiB hard limit plus the ~4 MB the
+    // kernel socket buffers absorb for the paused client. Paced (20 events, then 10 ms) so that
+    // the normal clients, both in this one Node process, keep up (~8 MB/s each).
+    const COUNT = 4000;
+    const r = await request(srv.port, { path: `/big?count=${COUNT}&size=4096&batch=20&pause=10`, timeoutMs: 30000 });
     assert.equal(r.status, 200, r.body);
     assert.equal(JSON.parse(r.body).sent, COUNT);
-    await until(() => got.every((g) => g.length >= COUNT), `both normal clients to get ${COUNT} events`, 20000, 25);
+    try {
+      await until(() => got.every((g) => g.length >= COUNT), `both normal clients to get ${COUNT} events`, 20000, 25);
+    } catch (e) {
+      e.message += `; normal clients got ${got.map((g) => g.length).join(' and ')} events (last ${got.map((g) => g[g.length - 1]).join(', ')}),` +
+        ` states ${conns.map((c) => c.state).join(', ')}; slow client read ${slow.bytesRead()} bytes;` +
+        ` server log tail:\n${srv.log().slice(-2500)}`;
+      throw e;
+    }
     const want = Array.from({ length: COUNT }, (_, i) => i + 1);
     got.forEach((g, k) => assert.deepEqual(g, want, `normal client ${k} got every event in order`));
     assert.ok(conns.every((c) => c.state === 'Connected'), 'the normal clients stay connected');

@@ -349,3 +349,33 @@ test('negotiated connection: the connectionId (public) is not accepted in place 
     assert.deepEqual(await h.handshake(), {});
   } finally { h.close(); }
 });
+
+test('a protocol error: on_disconnected gets an error; the disconnect is logged at Warning', async () => {
+  const h = await handshaken('/hub', { negotiate: true });
+  try {
+    const id = h.negotiated.connectionId;
+    h.send('{"type":1,"target":5}' + RS);
+    await h.next((r) => r.type === 7, { what: 'a Close message' });
+    await h.waitClosed(3000);
+    const d = await until(async () => {
+      const x = JSON.parse((await request(srv.port, { path: `/disconnected/${encodeURIComponent(id)}` })).body);
+      return x.seen ? x : null;
+    }, 'on_disconnected');
+    assert.equal(typeof d.err, 'string', `on_disconnected err: ${JSON.stringify(d)}`);
+    assert.ok(d.err.length > 0);
+    const line = () => srv.log().split('\n').find((l) => l.includes(id) && /disconnect/i.test(l));
+    await until(() => line(), `a disconnect log line for ${id}`);
+    assert.match(line(), /\[Warning\]/, line());
+  } finally { h.close(); }
+});
+
+test('connect and a clean disconnect are logged at Information with the connection id', async () => {
+  const conn = await connect(srv.url('/hub'));
+  const id = conn.connectionId;
+  const lines = () => srv.log().split('\n').filter((l) => l.includes(id));
+  await until(() => lines().some((l) => /\bconnected\b/i.test(l)), `a connect log line for ${id}`);
+  assert.match(lines().find((l) => /\bconnected\b/i.test(l)), /\[Information\]/);
+  await conn.stop();
+  await until(() => lines().some((l) => /disconnected/i.test(l)), `a disconnect log line for ${id}`);
+  assert.match(lines().find((l) => /disconnected/i.test(l)), /\[Information\]/);
+});
