@@ -39,18 +39,20 @@ typedef struct http_conn_s {
     kr_http_req_t *ready;   /* parsed, waiting for process_input to dispatch it */
     kr_http_req_t *active;  /* dispatched, response not finished */
     phase_e phase;
-    int processing;  /* process_input is on the stack */
-    int fresh;       /* no request seen yet on this connection */
+    int processing;   /* process_input is on the stack */
+    int taken_over;  /* kr_http_take_over ran inside process_input, which frees hc on exit */
+    int fresh;        /* no request seen yet on this connection */
     int error_status; /* set by a callback that rejects the request */
+    const char *error_reason;
     /* head accumulation */
     kr_sbuf_t url;
-    kr_sbuf_t arena;     /* lower-cased name \0 value \0 ... */
-    size_t *offs;        /* name offset, value offset per header */
+    kr_sbuf_t arena; /* lower-cased name \0 value \0 ... */
+    size_t *offs;    /* name offset, value offset per header */
     unsigned nheaders, offs_cap;
     size_t field_off, value_off;
     int in_value, field_done;
     size_t head_bytes, chunk_ext_bytes;
-    int saw_cl, saw_te, expect_continue;
+    int saw_cl, saw_te, saw_host, expect_continue;
     kr_sbuf_t body;
     int has_body;
     char last_bytes[2]; /* the last two bytes given to the parser by the previous execute */
@@ -127,7 +129,14 @@ static long percent_decode(const char *src, size_t n, char *dst)
             int hi = hexval((unsigned char)src[i + 1]), lo = hexval((unsigned char)src[i + 2]);
             if (hi < 0 || lo < 0 || (hi == 0 && lo == 0))
                 return -1;
-            dst[o++] = (char)(hi * 16 + lo);
+            if (hi == 2 && lo == 15) {
+                /* %2F stays encoded, as in ASP.NET Core: a path segment may contain a slash
+                 * without becoming two segments. */
+                memcpy(dst + o, src + i, 3);
+                o += 3;
+            } else {
+                dst[o++] = (char)(hi * 16 + lo);
+            }
             i += 2;
         } else {
             dst[o++] = src[i];
@@ -147,8 +156,10 @@ static http_conn_t *hc_of(llhttp_t *p)
 static int reject(llhttp_t *p, int status, const char *reason)
 {
     http_conn_t *hc = hc_of(p);
-    if (hc->error_status == 0)
+    if (hc->error_status == 0) {
         hc->error_status = status;
+        hc->error_reason = reason; /* llhttp replaces its own reason for some callbacks */
+    }
     llhttp_set_error_reason(p, reason);
     return HPE_USER;
 }
@@ -171,7 +182,8 @@ static int on_message_begin(llhttp_t *p)
     hc->field_off = hc->value_off = 0;
     hc->in_value = hc->field_done = 0;
     hc->head_bytes = hc->chunk_ext_bytes = 0;
-    hc->saw_cl = hc->saw_te = hc->expect_continue = 0;
+    hc->saw_cl = hc->saw_te = hc->saw_host = hc->expect_continue = 0;
+    hc->error_reason = NULL;
     hc->has_body = 0;
     hc->phase = PHASE_HEAD;
     hc->fresh = 0;
@@ -275,6 +287,8 @@ static int on_header_value_complete(llhttp_t *p)
         hc->saw_cl = 1;
     else if (strcmp(name, "transfer-encoding") == 0)
         hc->saw_te = 1;
+    else if (strcmp(name, "host") == 0)
+        hc->saw_host++;
     else if (strcmp(name, "expect") == 0 && kr_strncasecmp(value, "100-continue", 13) == 0)
         hc->expect_continue = 1;
     if (hc->nheaders == hc->offs_cap) {
@@ -356,6 +370,9 @@ static int on_headers_complete(llhttp_t *p)
     req->keep_alive = llhttp_should_keep_alive(p) && !llhttp_get_upgrade(p);
     if (llhttp_get_http_major(p) != 1)
         return reject(p, 505, "unsupported HTTP version");
+    /* RFC 9112 3.2: an HTTP/1.1 request without Host gets 400 (Kestrel does the same). */
+    if (req->http_minor >= 1 && !hc->saw_host)
+        return reject(p, 400, "missing Host header");
     if (hc->saw_cl && p->content_length > s->limits.max_body_bytes)
         return reject(p, 413, "request body too large");
     hc->phase = PHASE_BODY;
@@ -412,6 +429,7 @@ static const struct {
     {200, "OK"},
     {201, "Created"},
     {202, "Accepted"},
+    {203, "Non-Authoritative Information"},
     {204, "No Content"},
     {206, "Partial Content"},
     {301, "Moved Permanently"},
@@ -435,7 +453,14 @@ static const struct {
     {414, "URI Too Long"},
     {415, "Unsupported Media Type"},
     {416, "Range Not Satisfiable"},
+    {417, "Expectation Failed"},
+    {418, "I'm a teapot"},
+    {421, "Misdirected Request"},
     {422, "Unprocessable Entity"},
+    {423, "Locked"},
+    {425, "Too Early"},
+    {426, "Upgrade Required"},
+    {428, "Precondition Required"},
     {429, "Too Many Requests"},
     {431, "Request Header Fields Too Large"},
     {500, "Internal Server Error"},
@@ -469,6 +494,14 @@ static int wants_close(const kr_http_header_t *headers, unsigned n)
     return 0;
 }
 
+static int has_header(const kr_http_header_t *headers, unsigned n, const char *name, size_t len)
+{
+    for (unsigned i = 0; i < n; i++)
+        if (headers[i].name_len == len && kr_strncasecmp(headers[i].name, name, len) == 0)
+            return 1;
+    return 0;
+}
+
 static kr_buf_t *build_head(kr_http_req_t *req, int status, const kr_http_header_t *headers,
                             unsigned n, int64_t content_length)
 {
@@ -477,8 +510,11 @@ static kr_buf_t *build_head(kr_http_req_t *req, int status, const kr_http_header
         req->keep_alive = 0;
     kr_sbuf_t sb;
     kr_sbuf_init(&sb, 256);
-    kr_sbuf_printf(&sb, "HTTP/1.1 %d %s\r\nServer: kestrun\r\nDate: %s\r\n", status,
-                   kr_http_reason(status), kr_server_date(s));
+    kr_sbuf_printf(&sb, "HTTP/1.1 %d %s\r\n", status, kr_http_reason(status));
+    if (!has_header(headers, n, "server", 6))
+        kr_sbuf_puts(&sb, "Server: kestrun\r\n");
+    if (!has_header(headers, n, "date", 4))
+        kr_sbuf_printf(&sb, "Date: %s\r\n", kr_server_date(s));
     for (unsigned i = 0; i < n; i++) {
         const kr_http_header_t *h = &headers[i];
         /* Framing headers are ours: a handler cannot desynchronise the connection. */
@@ -588,8 +624,8 @@ int kr_http_respond(kr_http_req_t *req, int status, const kr_http_header_t *head
     return err ? err : end;
 }
 
-int kr_http_respond_text(kr_http_req_t *req, int status, const char *content_type,
-                         const char *body, size_t len)
+int kr_http_respond_text(kr_http_req_t *req, int status, const char *content_type, const char *body,
+                         size_t len)
 {
     kr_http_header_t h = {"Content-Type", content_type, 12, strlen(content_type)};
     return kr_http_respond(req, status, &h, 1, len ? kr_buf_from(body, len) : NULL);
@@ -622,7 +658,10 @@ kr_conn_t *kr_http_take_over(kr_http_req_t *req, const kr_conn_proto_t *proto, v
     req->conn = NULL;
     hc->active = NULL;
     kr_http_req_unref(req); /* the connection's reference */
-    free_http_state(hc);
+    if (hc->processing)
+        hc->taken_over = 1; /* the handler runs inside process_input, which still uses hc */
+    else
+        free_http_state(hc);
     c->proto = proto;
     c->proto_data = proto_data;
     c->deadline_ms = 0;
@@ -720,7 +759,8 @@ static void process_input(http_conn_t *hc)
         return; /* the outer call's loop picks the new state up */
     hc->processing = 1;
     kr_conn_ref(c);
-    while (!kr_conn_is_closing(c) && !c->close_after_flush && hc->active == NULL && c->rlen > 0) {
+    while (!hc->taken_over && !kr_conn_is_closing(c) && !c->close_after_flush &&
+           hc->active == NULL && c->rlen > 0) {
         llhttp_errno_t err = llhttp_execute(&hc->parser, c->rbuf, c->rlen);
         size_t used = c->rlen;
         if (err != HPE_OK)
@@ -741,7 +781,8 @@ static void process_input(http_conn_t *hc)
         }
         if (err != HPE_OK) {
             int status = hc->error_status ? hc->error_status : 400;
-            const char *why = llhttp_get_error_reason(&hc->parser);
+            const char *why =
+                hc->error_reason ? hc->error_reason : llhttp_get_error_reason(&hc->parser);
             send_error(hc, status, why ? why : llhttp_errno_name(err));
             break;
         }
@@ -751,10 +792,11 @@ static void process_input(http_conn_t *hc)
             break;
     }
     /* A head or body that fills the whole read buffer can never complete. */
-    if (!kr_conn_is_closing(c) && !c->close_after_flush && hc->active == NULL &&
-        c->rlen >= c->rmax)
+    if (!kr_conn_is_closing(c) && !c->close_after_flush && hc->active == NULL && c->rlen >= c->rmax)
         send_error(hc, hc->phase == PHASE_BODY ? 413 : 431, "read buffer full");
     hc->processing = 0;
+    if (hc->taken_over)
+        free_http_state(hc);
     kr_conn_unref(c);
 }
 
@@ -815,8 +857,8 @@ static void http_on_timeout(kr_conn_t *c)
         return;
     }
     if (hc->phase == PHASE_HEAD || hc->phase == PHASE_BODY)
-        send_error(hc, 408, hc->phase == PHASE_HEAD ? "request headers timeout"
-                                                    : "request body timeout");
+        send_error(hc, 408,
+                   hc->phase == PHASE_HEAD ? "request headers timeout" : "request body timeout");
     else
         kr_conn_close(c, "keep-alive timeout");
 }

@@ -63,8 +63,10 @@ void kr_log_write(kr_log_level_e level, const char *source, const char *fields_j
         kr_sbuf_puts(&sb, ",\"message\":");
         kr_json_write_string(&sb, msg, strlen(msg));
         if (fields_json && *fields_json) {
-            kr_sbuf_putc(&sb, ',');
+            /* Under their own key: a field named "message" cannot clash with ours. */
+            kr_sbuf_puts(&sb, ",\"fields\":{");
             kr_sbuf_puts(&sb, fields_json);
+            kr_sbuf_putc(&sb, '}');
         }
         kr_sbuf_puts(&sb, "}\n");
     } else {

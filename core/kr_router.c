@@ -29,7 +29,8 @@
 #define MAX_CONSTRAINTS 8
 
 typedef enum cons_kind_e {
-    C_INT, /* int and long */
+    C_INT,   /* long: any signed 64-bit integer */
+    C_INT32, /* int: 32-bit, as ASP.NET Core's int constraint */
     C_BOOL,
     C_ALPHA,
     C_GUID,
@@ -230,7 +231,7 @@ static bool is_guid(const char *s, size_t n)
 
 static bool cons_implies_int(cons_kind_e k)
 {
-    return k == C_INT || k == C_MIN || k == C_MAX || k == C_RANGE;
+    return k == C_INT || k == C_INT32 || k == C_MIN || k == C_MAX || k == C_RANGE;
 }
 
 /* Parses "n" or "a,b" (spaces allowed around numbers) into args; returns their count or -1. */
@@ -267,7 +268,7 @@ static int parse_constraint(const char *name, size_t nlen, const char *args, siz
         cons_kind_e kind;
         int nargs; /* 0, 1, 2, or 3 for "1 or 2" */
     } table[] = {
-        {"int", C_INT, 0},
+        {"int", C_INT32, 0},
         {"long", C_INT, 0},
         {"bool", C_BOOL, 0},
         {"alpha", C_ALPHA, 0},
@@ -735,6 +736,9 @@ static bool check_constraints(const node_t *n, const char *v, size_t len, int64_
         bool ok = true;
         switch (c->kind) {
         case C_INT:
+            break;
+        case C_INT32:
+            ok = x >= INT32_MIN && x <= INT32_MAX;
             break;
         case C_BOOL:
             ok = (len == 4 && kr_strncasecmp(v, "true", 4) == 0) ||

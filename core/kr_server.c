@@ -16,7 +16,7 @@ void kr_server_init(kr_server_t *s, uv_loop_t *loop)
     memset(s, 0, sizeof(*s));
     s->loop = loop;
     kr_http_limits_default(&s->limits);
-    s->shutdown_grace_ms = 10000;
+    s->shutdown_grace_ms = KR_DEFAULT_SHUTDOWN_GRACE_MS;
     kr_list_init(&s->conns);
     kr_list_init(&s->pending_writes);
     s->started_ms = uv_now(loop);

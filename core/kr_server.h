@@ -21,6 +21,7 @@ typedef void (*kr_server_hook_cb)(kr_server_t *s, void *ud);
 
 #define KR_MAX_LISTENERS 16
 #define KR_SHARED_READ_BYTES (64 * 1024)
+#define KR_DEFAULT_SHUTDOWN_GRACE_MS 10000
 
 typedef struct kr_listener_s {
     uv_tcp_t tcp;

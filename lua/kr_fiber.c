@@ -23,7 +23,7 @@ static void on_timer_closed(uv_handle_t *h)
 kr_fiber_t *kr_fiber_new(kr_vm_t *vm, const char *name, kr_fiber_done_cb cb, void *ud)
 {
     kr_app_t *app = vm->app;
-    if (app->nfibers >= app->limits.max_fibers)
+    if (app->nfibers >= vm->lua_limits.max_fibers)
         return NULL;
     lua_State *L = vm->L;
     kr_fiber_t *f = kr_calloc(1, sizeof(*f));

@@ -35,6 +35,7 @@ struct kr_fiber_s {
     int queued;         /* on the run queue */
     int done;
     int is_request;     /* counts in app->active_requests */
+    int background;     /* kr.spawn or a timer tick: cancelled when its generation is replaced */
     const char *name;   /* what runs, for logs ("GET /x", "timer") */
     char *error;        /* message + traceback after an error (owned) */
     kr_fiber_done_cb done_cb;

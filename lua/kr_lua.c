@@ -165,10 +165,12 @@ static kr_vm_t *vm_new(kr_app_t *app)
     vm->app = app;
     vm->refs = 1;
     vm->generation = ++app->next_generation;
+    /* Every generation starts from the app's base limits (the defaults), not from what the
+     * previous generation set: a limit removed from the scripts goes back on reload. */
     vm->lua_limits = app->limits;
-    vm->http_limits = app->server->limits;
-    vm->shutdown_grace_ms = app->server->shutdown_grace_ms;
-    vm->mem_limit = app->limits.max_memory;
+    kr_http_limits_default(&vm->http_limits);
+    vm->shutdown_grace_ms = KR_DEFAULT_SHUTDOWN_GRACE_MS;
+    vm->mem_limit = vm->lua_limits.max_memory;
     kr_list_init(&vm->timers);
     vm->router = kr_router_new();
     vm->L = lua_newstate(vm_alloc, vm);
@@ -220,13 +222,21 @@ static int vm_load_scripts(kr_vm_t *vm)
              * the position of the raising line. Print the first line plain, the rest after. */
             const char *nl = strchr(msg, '\n');
             int first = nl ? (int)(nl - msg) : (int)strlen(msg);
-            if (strncmp(msg, path, strlen(path)) == 0 || strncmp(msg, "cannot open", 11) == 0)
-                kr_log_write(KR_LOG_ERROR, "lua", NULL, "%.*s", first, msg);
-            else
-                kr_log_write(KR_LOG_ERROR, "lua", NULL, "%s: %.*s", path, first, msg);
-            if (nl)
-                kr_log_write(KR_LOG_DEBUG >= kr_log_min_level ? KR_LOG_DEBUG : KR_LOG_ERROR,
-                             "lua", NULL, "%s", nl + 1);
+            int prefixed =
+                strncmp(msg, path, strlen(path)) == 0 || strncmp(msg, "cannot open", 11) == 0;
+            if (app->vm == NULL) {
+                /* The first load is the command's own answer: the bare FILE:LINE: message
+                 * line (what --check and a failed start print), then the traceback. */
+                fprintf(stderr, "%s%s%.*s\n", prefixed ? "" : path, prefixed ? "" : ": ", first,
+                        msg);
+                if (nl)
+                    fprintf(stderr, "%s\n", nl + 1);
+            } else {
+                kr_log_write(KR_LOG_ERROR, "lua", NULL, "%s%s%.*s", prefixed ? "" : path,
+                             prefixed ? "" : ": ", first, msg);
+                if (nl)
+                    kr_log_write(KR_LOG_ERROR, "lua", NULL, "%s", nl + 1);
+            }
             lua_pop(L, 1);
             rc = KR_ESCRIPT;
         }
@@ -273,6 +283,24 @@ static void on_stop(kr_server_t *s, void *ud)
     kr__lua_hubs_shutdown(app);
 }
 
+/* Cancels the background fibers (kr.spawn, timer ticks) of one generation: a replaced or
+ * failed generation must not keep running loops next to the new one. Requests and hub
+ * invocations finish on their own. */
+static void cancel_background(kr_app_t *app, kr_vm_t *vm)
+{
+    kr_list_t *it = app->fibers.next;
+    while (it != &app->fibers) {
+        kr_fiber_t *f = kr_container_of(it, kr_fiber_t, link);
+        it = it->next;
+        if (f->vm == vm && f->background) {
+            /* The next fiber may be freed by this cancel only if it is f itself; restart the
+             * walk to stay safe against done callbacks that end other fibers. */
+            kr_fiber_cancel(f);
+            it = app->fibers.next;
+        }
+    }
+}
+
 static void cancel_all(kr_app_t *app)
 {
     while (!kr_list_empty(&app->fibers)) {
@@ -315,11 +343,8 @@ kr_app_t *kr_app_new(kr_server_t *server, char **scripts, unsigned nscripts)
 /* Limits set by kr.limits{} are reloadable: they take effect with the generation. */
 static void apply_limits(kr_app_t *app, kr_vm_t *vm)
 {
-    if (!vm->has_limits)
-        return;
     app->server->limits = vm->http_limits;
     app->server->shutdown_grace_ms = vm->shutdown_grace_ms;
-    app->limits = vm->lua_limits;
 }
 
 int kr_app_load(kr_app_t *app)
@@ -327,6 +352,7 @@ int kr_app_load(kr_app_t *app)
     kr_vm_t *vm = vm_new(app);
     if (vm_load_scripts(vm) != 0) {
         kr__lua_stop_timers(vm);
+        cancel_background(app, vm);
         kr_vm_unref(vm);
         return KR_ESCRIPT;
     }
@@ -344,6 +370,7 @@ int kr_app_reload(kr_app_t *app)
         KR_LOG(KR_LOG_ERROR, "reload", "reload failed: generation %u keeps serving",
                app->vm ? app->vm->generation : 0);
         kr__lua_stop_timers(vm);
+        cancel_background(app, vm);
         kr_vm_unref(vm);
         return KR_ESCRIPT;
     }
@@ -356,6 +383,7 @@ int kr_app_reload(kr_app_t *app)
         if (changed)
             KR_LOG(KR_LOG_WARN, "reload", "kr.listen changed: listeners change on restart only");
         kr__lua_stop_timers(old);
+        cancel_background(app, old);
     }
     apply_limits(app, vm);
     app->vm = vm;
@@ -374,8 +402,8 @@ static void on_file_changed(void *ud)
 
 int kr_app_watch(kr_app_t *app)
 {
-    app->watch = kr_watch_new(app->server->loop, app->scripts, app->nscripts, 200,
-                              on_file_changed, app);
+    app->watch =
+        kr_watch_new(app->server->loop, app->scripts, app->nscripts, 200, on_file_changed, app);
     return app->watch ? 0 : KR_ENOENT;
 }
 

@@ -73,7 +73,7 @@ struct kr_app_s {
     char **scripts;
     unsigned nscripts;
     unsigned next_generation;
-    kr_lua_limits_t limits;
+    kr_lua_limits_t limits;   /* base limits every generation starts from (kr.limits adds) */
     kr_list_t runq;           /* fibers ready to run */
     kr_list_t fibers;         /* every live fiber */
     unsigned nfibers;

@@ -87,6 +87,8 @@ static int l_kr_spawn(lua_State *L)
         return 2;
     }
     kr_fiber_t *f = kr_fiber_new(vm, "kr.spawn fiber", spawn_done, NULL);
+    if (f)
+        f->background = 1;
     if (f == NULL) {
         luaL_pushfail(L);
         lua_pushliteral(L, "too many fibers");
@@ -173,8 +175,10 @@ static void on_timer(uv_timer_t *h)
         KR_LOG(KR_LOG_DEBUG, "timer", "tick skipped: the previous run is still going");
         return;
     }
-    kr_fiber_t *f = kr_fiber_new(t->vm, t->repeat ? "kr.every tick" : "kr.after callback",
-                                 tick_done, t);
+    kr_fiber_t *f =
+        kr_fiber_new(t->vm, t->repeat ? "kr.every tick" : "kr.after callback", tick_done, t);
+    if (f)
+        f->background = 1;
     if (f == NULL) {
         KR_LOG(KR_LOG_WARN, "timer", "tick skipped: too many fibers");
     } else {
@@ -332,7 +336,8 @@ static int l_kr_listen(lua_State *L)
     if (vm->nlistens == KR_MAX_LISTENERS)
         return luaL_error(L, "kr.listen: at most %d listeners", KR_MAX_LISTENERS);
     kr_listen_req_t *lr = &vm->listens[vm->nlistens++];
-    snprintf(lr->host, sizeof(lr->host), "%s", host);
+    /* Addresses only (no name resolution); "localhost" is the loopback, as with --listen. */
+    snprintf(lr->host, sizeof(lr->host), "%s", strcmp(host, "localhost") == 0 ? "127.0.0.1" : host);
     lr->port = (int)port;
     return 0;
 }
@@ -353,9 +358,9 @@ static int opt_limit(lua_State *L, const char *key, uint64_t *out, uint64_t scal
 }
 
 static const char *const limit_keys[] = {
-    "header_timeout_ms", "keepalive_timeout_ms", "max_body_bytes", "max_request_line_bytes",
-    "max_header_bytes", "max_header_count", "lua_max_slice_ms", "lua_max_memory_mb",
-    "lua_max_fibers", "lua_max_timers", "shutdown_grace_ms", NULL,
+    "header_timeout_ms", "keepalive_timeout_ms", "max_body_bytes",    "max_request_line_bytes",
+    "max_header_bytes",  "max_header_count",     "lua_max_slice_ms",  "lua_max_memory_mb",
+    "lua_max_fibers",    "lua_max_timers",       "shutdown_grace_ms", NULL,
 };
 
 static int l_kr_limits(lua_State *L)
@@ -445,11 +450,10 @@ static int l_kr_metrics(lua_State *L)
 /* ---- registration ----------------------------------------------------------------------- */
 
 static const luaL_Reg kr_core_funcs[] = {
-    {"sleep", l_kr_sleep},   {"yield", l_kr_yield},   {"now", l_kr_now},
-    {"clock_us", l_kr_clock_us},
-    {"spawn", l_kr_spawn},   {"after", l_kr_after},   {"every", l_kr_every},
-    {"log", l_kr_log},       {"listen", l_kr_listen}, {"limits", l_kr_limits},
-    {"metrics", l_kr_metrics}, {NULL, NULL},
+    {"sleep", l_kr_sleep},       {"yield", l_kr_yield},     {"now", l_kr_now},
+    {"clock_us", l_kr_clock_us}, {"spawn", l_kr_spawn},     {"after", l_kr_after},
+    {"every", l_kr_every},       {"log", l_kr_log},         {"listen", l_kr_listen},
+    {"limits", l_kr_limits},     {"metrics", l_kr_metrics}, {NULL, NULL},
 };
 
 static const luaL_Reg timer_methods[] = {

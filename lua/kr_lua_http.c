@@ -86,7 +86,7 @@ static void parse_urlencoded(lua_State *L, const char *s, size_t n, int only_key
     lua_Integer count = 0;
     while (i < n) {
         size_t end = i;
-        while (end < n && s[end] != '&' && s[end] != ';')
+        while (end < n && s[end] != '&')
             end++;
         if (end > i) {
             const char *eq = memchr(s + i, '=', end - i);
@@ -223,6 +223,8 @@ static int l_req_query_all(lua_State *L)
     luaL_checkstring(L, 2);
     lua_newtable(L);
     parse_urlencoded(L, req->query, strlen(req->query), 2, lua_gettop(L), 1);
+    kr_json_push_array_mt(L); /* a list, even when empty: encodes as [] */
+    lua_setmetatable(L, -2);
     return 1;
 }
 
@@ -286,14 +288,20 @@ static int l_req_form(lua_State *L)
     return 1;
 }
 
+/* req:header(name): like req.headers[name:lower()] (repeated headers joined with ", "). */
 static int l_req_header(lua_State *L)
 {
-    kr_http_req_t *req = check_req(L, NULL);
+    check_req(L, NULL);
     size_t len;
-    const char *v = kr_http_req_header(req, luaL_checkstring(L, 2), &len);
-    if (v == NULL)
-        return 0;
-    lua_pushlstring(L, v, len);
+    const char *name = luaL_checklstring(L, 2, &len);
+    luaL_Buffer b;
+    char *lower = luaL_buffinitsize(L, &b, len);
+    for (size_t i = 0; i < len; i++)
+        lower[i] = (char)((name[i] >= 'A' && name[i] <= 'Z') ? name[i] + 32 : name[i]);
+    luaL_pushresultsize(&b, len);
+    lua_getfield(L, 1, "headers");
+    lua_insert(L, -2);
+    lua_rawget(L, -2);
     return 1;
 }
 
@@ -360,6 +368,7 @@ static int l_res_header(lua_State *L)
         return luaL_error(L, "res:header: the response was already sent");
     if (box->nheaders >= MAX_RESPONSE_HEADERS)
         return luaL_error(L, "res:header: more than %d headers", MAX_RESPONSE_HEADERS);
+    /* stack: res name value tostring(value) */
     /* headers live in the user value: { name1, value1, name2, value2, ... } */
     if (lua_getiuservalue(L, 1, 1) != LUA_TTABLE) {
         lua_pop(L, 1);
@@ -367,11 +376,25 @@ static int l_res_header(lua_State *L)
         lua_pushvalue(L, -1);
         lua_setiuservalue(L, 1, 1);
     }
+    /* Setting a header again replaces it (names compare case-insensitively). */
+    int slot = box->nheaders;
+    for (int i = 0; i < box->nheaders; i++) {
+        lua_rawgeti(L, -1, 2 * i + 1);
+        size_t olen;
+        const char *old = lua_tolstring(L, -1, &olen);
+        int same = olen == nlen && kr_strncasecmp(old, name, nlen) == 0;
+        lua_pop(L, 1);
+        if (same) {
+            slot = i;
+            break;
+        }
+    }
     lua_pushvalue(L, 2);
-    lua_rawseti(L, -2, 2 * box->nheaders + 1);
+    lua_rawseti(L, -2, 2 * slot + 1);
     lua_pushvalue(L, -2); /* the tostring'd value */
-    lua_rawseti(L, -2, 2 * box->nheaders + 2);
-    box->nheaders++;
+    lua_rawseti(L, -2, 2 * slot + 2);
+    if (slot == box->nheaders)
+        box->nheaders++;
     lua_settop(L, 1);
     return 1;
 }
@@ -401,7 +424,7 @@ static int send_response(lua_State *L, res_box_t *box, int status, const char *c
                 has_ct = 1;
         }
     }
-    if (content_type && !has_ct)
+    if (content_type && !has_ct && body != NULL)
         hdrs[n++] = (kr_http_header_t){"Content-Type", content_type, 12, strlen(content_type)};
     box->sent = 1;
     kr_http_respond(box->req, status, hdrs, n, body);
@@ -461,7 +484,7 @@ static int l_res_json(lua_State *L)
         kr_sbuf_dispose(&sb); /* nothing C-owned is left when we raise */
         return luaL_error(L, "res:json: %s", err);
     }
-    return send_response(L, box, status, "application/json; charset=utf-8", kr_sbuf_finish(&sb));
+    return send_response(L, box, status, "application/json", kr_sbuf_finish(&sb));
 }
 
 static int l_res_redirect(lua_State *L)
@@ -728,9 +751,14 @@ static int l_kr_static(lua_State *L)
     kr_static_opts_t opts;
     kr_static_opts_default(&opts);
     if (lua_istable(L, 3)) {
-        if (lua_getfield(L, 3, "index") != LUA_TNIL)
-            opts.index_file = lua_toboolean(L, -1) && lua_isstring(L, -1) ? lua_tostring(L, -1)
-                                                                          : NULL;
+        /* index = "name" | true (index.html) | false (none) */
+        int t = lua_getfield(L, 3, "index");
+        if (t == LUA_TSTRING)
+            opts.index_file = lua_tostring(L, -1);
+        else if (t == LUA_TBOOLEAN && !lua_toboolean(L, -1))
+            opts.index_file = NULL;
+        else if (t != LUA_TNIL && t != LUA_TBOOLEAN)
+            return luaL_argerror(L, 3, "index must be a file name or a boolean");
         if (lua_getfield(L, 3, "max_age") != LUA_TNIL)
             opts.max_age_s = (int)luaL_checkinteger(L, -1);
     }

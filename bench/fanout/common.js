@@ -91,13 +91,13 @@ function announce(server, o) {
 // The control routes and the two loops. `broadcast(n, t)` sends one message to every client
 // that is not backpressured and returns how many it skipped; `clients()` counts them.
 function control(o, broadcast, clients) {
-  const st = { running: false, broadcasts: 0, skipped: 0, seconds: 0, rate: 0, started_at: 0, elapsed_s: 0 };
+  const st = { running: false, broadcasts: 0, skipped: 0, seconds: 0, rate: 0, clients_at_start: 0, started_at: 0, elapsed_s: 0 };
   let n = 0;
 
   function finish(t0) {
     st.running = false;
     st.elapsed_s = (nowUs() - t0) / 1e6;
-    console.error(`broadcast done: ${st.broadcasts} broadcasts to ~${clients()} clients in ` +
+    console.error(`broadcast done: ${st.broadcasts} broadcasts to ${st.clients_at_start} clients (at start) in ` +
       `${st.elapsed_s.toFixed(3)} s, ${st.skipped} skipped deliveries`);
   }
 
@@ -148,7 +148,7 @@ function control(o, broadcast, clients) {
     if (!(seconds > 0 && seconds <= 600)) return json(400, { error: 'seconds: 0 < S <= 600' });
     if (!(rate >= 0 && rate <= 1e6)) return json(400, { error: 'rate: 0 <= R <= 1e6' });
     if (st.running) return json(409, { error: 'already running' });
-    Object.assign(st, { running: true, broadcasts: 0, skipped: 0, seconds, rate, started_at: nowUs(), elapsed_s: 0 });
+    Object.assign(st, { running: true, broadcasts: 0, skipped: 0, seconds, rate, clients_at_start: clients(), started_at: nowUs(), elapsed_s: 0 });
     if (rate > 0) runRate(seconds, rate);
     else runMax(seconds);
     return json(200, { started: true, seconds, rate, clients: clients() });

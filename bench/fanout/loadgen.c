@@ -78,6 +78,14 @@ enum state {
     S_DEAD        /* failed or closed */
 };
 
+enum phase {
+    PH_CONNECT,    /* clients are being set up */
+    PH_WAIT_FIRST, /* READY printed, waiting for the first message */
+    PH_WARMUP,     /* first message seen, discarding for --warmup s */
+    PH_WINDOW,     /* counting */
+    PH_DONE
+};
+
 enum err_kind { E_CONNECT, E_HTTP, E_HANDSHAKE, E_PROTOCOL, E_CLOSED, E_TIMEOUT, E_KINDS };
 static const char *const err_names[E_KINDS] = {"connect",  "http",   "handshake",
                                                "protocol", "closed", "timeout"};
@@ -124,11 +132,11 @@ static struct {
     int in_flight; /* being set up */
     int settled;   /* ready or failed during the connect phase */
     int ready_readers, ready_slow;
-    int phase; /* 0 connecting, 1 waiting for the first message, 2 warm-up, 3 window, 4 done */
+    enum phase phase;
     uint64_t t_connect_start, t_connect_end, t_window_start, t_window_end;
     double cpu_window_start;
     uint64_t messages;   /* in the window */
-    uint64_t pre_window; /* messages seen before the window (warm-up) */
+    uint64_t pre_window; /* messages seen before the window (the warm-up) */
     uint64_t errs[E_KINDS];
     int errs_printed;
     char host_hdr[64];
@@ -262,7 +270,10 @@ static void note_error(conn_t *c, enum err_kind k, const char *fmt, ...)
         g.errs_printed++;
         va_list ap;
         va_start(ap, fmt);
-        fprintf(stderr, "loadgen: client %u: %s error: ", c ? c->idx : 0, err_names[k]);
+        if (c != NULL)
+            fprintf(stderr, "loadgen: client %u: %s error: ", c->idx, err_names[k]);
+        else
+            fprintf(stderr, "loadgen: %s error: ", err_names[k]);
         vfprintf(stderr, fmt, ap);
         fputc('\n', stderr);
         va_end(ap);
@@ -477,7 +488,7 @@ static void conn_start(conn_t *c)
 
 static void start_more(void)
 {
-    while (g.phase == 0 && g.in_flight < g.concurrency && g.next < g.total)
+    while (g.phase == PH_CONNECT && g.in_flight < g.concurrency && g.next < g.total)
         conn_start(&g.conns[g.next++]);
 }
 
@@ -487,7 +498,7 @@ static void print_ready(void);
 static void conn_settle(conn_t *c)
 {
     (void)c;
-    if (g.phase != 0)
+    if (g.phase != PH_CONNECT)
         return;
     g.in_flight--;
     g.settled++;
@@ -662,15 +673,15 @@ static void window_first_message(void);
 /* Latency of one message from its "t": field (receive time taken once per read). */
 static void count_message(conn_t *c, const char *p, size_t n, int64_t now_us)
 {
-    if (g.phase < 3) {
-        if (g.phase == 1)
+    if (g.phase < PH_WINDOW) {
+        if (g.phase == PH_WAIT_FIRST)
             window_first_message();
-        if (g.phase < 3) {
+        if (g.phase < PH_WINDOW) {
             g.pre_window++;
             return;
         }
     }
-    if (g.phase != 3)
+    if (g.phase != PH_WINDOW)
         return;
     c->msgs++;
     g.messages++;
@@ -689,6 +700,17 @@ static void count_message(conn_t *c, const char *p, size_t n, int64_t now_us)
     }
     if (digits > 0)
         hist_add(now_us - v);
+}
+
+/* A printable, NUL-terminated copy of the start of a payload, for error messages. */
+static const char *snip(const char *p, size_t n)
+{
+    static char out[121];
+    size_t k = n < sizeof(out) - 1 ? n : sizeof(out) - 1;
+    for (size_t i = 0; i < k; i++)
+        out[i] = (p[i] >= 0x20 && p[i] < 0x7f) ? p[i] : '.';
+    out[k] = 0;
+    return out;
 }
 
 /* Integer value of "type": in a SignalR record, -1 when absent. */
@@ -716,7 +738,7 @@ static void signalr_payload(conn_t *c, const char *p, size_t n, int64_t now_us)
                     if (c->slow)
                         return;
                 } else {
-                    conn_fail(c, E_HANDSHAKE, "signalr handshake reply: %.80s", p);
+                    conn_fail(c, E_HANDSHAKE, "signalr handshake reply: %s", snip(p, rl));
                     return;
                 }
             } else if (c->state == S_READY) {
@@ -724,7 +746,7 @@ static void signalr_payload(conn_t *c, const char *p, size_t n, int64_t now_us)
                 if (type == 1)
                     count_message(c, p, rl, now_us);
                 else if (type == 7)
-                    note_error(c, E_CLOSED, "server sent Close: %.120s", p);
+                    note_error(c, E_CLOSED, "server sent Close: %s", snip(p, rl));
             }
         }
         p += rl + (rs ? 1 : 0);
@@ -744,7 +766,7 @@ static void socketio_payload(conn_t *c, const char *p, size_t n, int64_t now_us)
             if (c->state == S_HANDSHAKE)
                 conn_ready(c);
         } else if (n >= 2 && (p[1] == '4' || p[1] == '1')) {
-            conn_fail(c, c->state == S_READY ? E_CLOSED : E_HANDSHAKE, "socket.io: %.80s", p);
+            conn_fail(c, c->state == S_READY ? E_CLOSED : E_HANDSHAKE, "socket.io: %s", snip(p, n));
         }
         break;
     case '0': /* open */
@@ -825,13 +847,15 @@ static long parse_frames(conn_t *c, const char *d, size_t n, int64_t now_us)
             on_data_frame(c, fin, p, pl, now_us);
             break;
         case 0x8: /* close: answer it, then drop the connection */
+        {
+            char code[16] = "none";
+            if (pl >= 2)
+                snprintf(code, sizeof(code), "%d", (unsigned char)p[0] << 8 | (unsigned char)p[1]);
             send_frame(c, 0x8, p, pl >= 2 ? 2 : 0);
             conn_fail(c, c->state == S_READY ? E_CLOSED : E_HANDSHAKE, "server closed (code %s)",
-                      pl >= 2
-                          ? (((unsigned char)p[0] << 8 | (unsigned char)p[1]) == 1000 ? "1000"
-                                                                                      : "not 1000")
-                          : "none");
+                      code);
             return -1;
+        }
         case 0x9: /* ping */
             send_frame(c, 0xA, p, pl);
             break;
@@ -934,14 +958,14 @@ static void on_window_end(uv_timer_t *t)
 {
     (void)t;
     g.t_window_end = mono_ns();
-    g.phase = 4;
+    g.phase = PH_DONE;
     printf("END\n");
     print_results(0);
 }
 
 static void open_window(void)
 {
-    g.phase = 3;
+    g.phase = PH_WINDOW;
     g.t_window_start = mono_ns();
     g.cpu_window_start = cpu_self_s();
     printf("START\n");
@@ -957,7 +981,7 @@ static void on_warmup_done(uv_timer_t *t)
 
 static void window_first_message(void)
 {
-    g.phase = 2;
+    g.phase = PH_WARMUP;
     uv_timer_stop(&g.phase_timer);
     if (g.warmup <= 0)
         open_window();
@@ -969,16 +993,20 @@ static void on_first_timeout(uv_timer_t *t)
 {
     (void)t;
     note_error(NULL, E_TIMEOUT, "no message within %.1f s of READY", g.first_timeout);
-    g.phase = 4;
+    g.phase = PH_DONE;
     print_results(1);
 }
 
 static void print_ready(void)
 {
-    g.phase = 1;
+    g.phase = PH_WAIT_FIRST;
     g.t_connect_end = mono_ns();
     uv_timer_stop(&g.phase_timer);
     printf("READY %d\n", g.ready_readers + g.ready_slow);
+    if (g.ready_readers == 0 && !g.conns_only) {
+        note_error(NULL, E_CONNECT, "%s", "no client could connect");
+        print_results(1);
+    }
     if (g.conns_only)
         open_window();
     else
@@ -1080,11 +1108,12 @@ static void print_results(int timed_out)
            "\"alive_at_end\":%d,\"messages\":%" PRIu64 ",\"seconds\":%.3f,\"msgs_per_s\":%.0f,"
            "\"min_per_client\":%" PRIu64 ",\"max_per_client\":%" PRIu64 ","
            "\"p50_us\":%s,\"p99_us\":%s,\"p999_us\":%s,\"max_us\":%s,\"mean_us\":%s,"
-           "\"lat_samples\":%" PRIu64 ",\"connect_s\":%.3f,\"connects_per_s\":%.0f,"
+           "\"lat_samples\":%" PRIu64 ",\"warmup_messages\":%" PRIu64
+           ",\"connect_s\":%.3f,\"connects_per_s\":%.0f,"
            "\"loadgen_cpu_s\":%.3f,\"errors\":%" PRIu64 ",\"error_detail\":{",
            pn, g.clients, g.slow, g.ready_readers, g.ready_slow, alive, g.messages, seconds,
            seconds > 0 ? (double)g.messages / seconds : 0.0, minc, maxc, p50, p99, p999, pmax, mean,
-           g.lat_n, connect_s,
+           g.lat_n, g.pre_window, connect_s,
            connect_s > 0 ? (double)(g.ready_readers + g.ready_slow) / connect_s : 0.0, cpu, errors);
     for (int k = 0; k < E_KINDS; k++)
         printf("%s\"%s\":%" PRIu64, k ? "," : "", err_names[k], g.errs[k]);

@@ -249,7 +249,7 @@ TEST(no_handler_is_404)
     fx_t fx;
     fx_init(&fx);
     fx.s.handler = NULL;
-    feed(&fx, "GET / HTTP/1.1\r\n\r\n");
+    feed(&fx, "GET / HTTP/1.1\r\nHost: t\r\n\r\n");
     const char *out = output(&fx);
     ASSERT_PREFIX(out, "HTTP/1.1 404 Not Found\r\n");
     ASSERT_STR_EQ(body_of(out), "Not Found");
@@ -270,8 +270,8 @@ TEST(request_fields)
     ASSERT_STR_EQ(r->method, "GET");
     ASSERT_EQ(r->method_bit, KR_M_GET);
     ASSERT_STR_EQ(r->target, "/a%20b/c%2Fd/%41?x=1&y=%20z");
-    ASSERT_MEM_EQ(r->path, r->path_len, "/a b/c/d/A", 10);
-    ASSERT_STR_EQ(r->query, "x=1&y=%20z"); /* the query stays raw */
+    ASSERT_MEM_EQ(r->path, r->path_len, "/a b/c%2Fd/A", 12); /* %2F stays encoded */
+    ASSERT_STR_EQ(r->query, "x=1&y=%20z");                   /* the query stays raw */
     ASSERT_EQ(r->nheaders, 3);
     ASSERT_STR_EQ(r->headers, "host=example.com\n"
                               "x-custom-header=value with  spaces\n"
@@ -282,12 +282,12 @@ TEST(request_fields)
     drop_output(fx.c);
 
     /* No query: "" (not NULL). Absolute form. Asterisk form. A method the router lacks. */
-    feed(&fx, "DELETE /plain HTTP/1.1\r\n\r\n");
+    feed(&fx, "DELETE /plain HTTP/1.1\r\nHost: t\r\n\r\n");
     ASSERT_STR_EQ(recs[1].method, "DELETE");
     ASSERT_EQ(recs[1].method_bit, KR_M_DELETE);
     ASSERT_STR_EQ(recs[1].path, "/plain");
     ASSERT_STR_EQ(recs[1].query, "");
-    ASSERT_EQ(recs[1].nheaders, 0);
+    ASSERT_EQ(recs[1].nheaders, 1); /* Host only */
     feed(&fx, "GET http://example.com/p%41th?q=1 HTTP/1.1\r\nHost: example.com\r\n\r\n");
     ASSERT_STR_EQ(recs[2].path, "/pAth");
     ASSERT_STR_EQ(recs[2].query, "q=1");
@@ -355,14 +355,14 @@ TEST(body_content_length)
 {
     fx_t fx;
     fx_init(&fx);
-    feed(&fx, "POST /submit HTTP/1.1\r\nContent-Length: 11\r\n\r\nhello world");
+    feed(&fx, "POST /submit HTTP/1.1\r\nHost: t\r\nContent-Length: 11\r\n\r\nhello world");
     ASSERT_EQ(ncalls, 1);
     ASSERT_STR_EQ(recs[0].method, "POST");
     ASSERT_EQ(recs[0].has_body, 1);
     ASSERT_MEM_EQ(recs[0].body, recs[0].body_len, "hello world", 11);
 
     /* Split over several reads: dispatched only when the body is complete. */
-    feed(&fx, "PUT /x HTTP/1.1\r\nContent-Length: 10\r\n\r\n0123");
+    feed(&fx, "PUT /x HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\n0123");
     ASSERT_EQ(ncalls, 1);
     feed(&fx, "456");
     ASSERT_EQ(ncalls, 1);
@@ -371,7 +371,7 @@ TEST(body_content_length)
     ASSERT_MEM_EQ(recs[1].body, recs[1].body_len, "0123456789", 10);
 
     /* Content-Length: 0 gives no body. */
-    feed(&fx, "POST /empty HTTP/1.1\r\nContent-Length: 0\r\n\r\n");
+    feed(&fx, "POST /empty HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n");
     ASSERT_EQ(ncalls, 3);
     ASSERT_EQ(recs[2].has_body, 0);
     ASSERT_EQ(count_str(output(&fx), "HTTP/1.1 200 OK"), 3);
@@ -382,21 +382,21 @@ TEST(body_chunked)
 {
     fx_t fx;
     fx_init(&fx);
-    feed(&fx, "POST /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+    feed(&fx, "POST /c HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
               "5\r\nhello\r\n6;ext=1\r\n world\r\nA\r\n0123456789\r\n0\r\n\r\n");
     ASSERT_EQ(ncalls, 1);
     ASSERT_MEM_EQ(recs[0].body, recs[0].body_len, "hello world0123456789", 21);
-    ASSERT_STR_EQ(recs[0].headers, "transfer-encoding=chunked\n");
+    ASSERT_STR_EQ(recs[0].headers, "host=t\ntransfer-encoding=chunked\n");
 
     /* With trailers, split across reads. */
-    feed(&fx, "POST /t HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nab");
+    feed(&fx, "POST /t HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nab");
     ASSERT_EQ(ncalls, 1);
     feed(&fx, "c\r\n0\r\nX-Trailer: t\r\n\r\n");
     ASSERT_EQ(ncalls, 2);
     ASSERT_MEM_EQ(recs[1].body, recs[1].body_len, "abc", 3);
 
     /* An empty chunked body. */
-    feed(&fx, "POST /e HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n");
+    feed(&fx, "POST /e HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n");
     ASSERT_EQ(ncalls, 3);
     ASSERT_EQ(recs[2].has_body, 0);
     fx_done(&fx);
@@ -421,7 +421,7 @@ TEST(keepalive_two_requests_one_feed)
     ASSERT_EQ(fx.s.stats.requests, 2);
 
     /* The connection keeps serving afterwards. */
-    feed(&fx, "GET /three HTTP/1.1\r\n\r\n");
+    feed(&fx, "GET /three HTTP/1.1\r\nHost: t\r\n\r\n");
     ASSERT_EQ(ncalls, 3);
     ASSERT_EQ(count_str(output(&fx), "HTTP/1.1 200 OK\r\n"), 3);
     fx_done(&fx);
@@ -432,7 +432,7 @@ TEST(pipelining_deferred_response)
     fx_t fx;
     fx_init(&fx);
     defer_mode = 1;
-    feed(&fx, "GET /first HTTP/1.1\r\n\r\nGET /second HTTP/1.1\r\n\r\n");
+    feed(&fx, "GET /first HTTP/1.1\r\nHost: t\r\n\r\nGET /second HTTP/1.1\r\nHost: t\r\n\r\n");
     /* Only the first is dispatched; the second waits in the read buffer. */
     ASSERT_EQ(ncalls, 1);
     ASSERT_EQ(ndeferred, 1);
@@ -441,7 +441,7 @@ TEST(pipelining_deferred_response)
     ASSERT(fx.c->rlen > 0);
 
     /* More bytes while busy are buffered too. */
-    feed(&fx, "GET /third HTTP/1.1\r\n\r\n");
+    feed(&fx, "GET /third HTTP/1.1\r\nHost: t\r\n\r\n");
     ASSERT_EQ(ncalls, 1);
 
     /* Answering the first dispatches the second, after the first response. */
@@ -485,7 +485,7 @@ TEST(byte_at_a_time)
                       "Content-Length: 13\r\n"
                       "\r\n"
                       "hello, world!"
-                      "POST /chunk HTTP/1.1\r\n"
+                      "POST /chunk HTTP/1.1\r\nHost: t\r\n"
                       "Transfer-Encoding: chunked\r\n"
                       "\r\n"
                       "4\r\nwiki\r\n5;x=y\r\npedia\r\n0\r\n\r\n";
@@ -494,7 +494,7 @@ TEST(byte_at_a_time)
         ASSERT_EQ(kr__conn_feed(fx.c, req + i, 1), 1);
     ASSERT_EQ(ncalls, 2);
     ASSERT_STR_EQ(recs[0].method, "POST");
-    ASSERT_STR_EQ(recs[0].path, "/b/c");
+    ASSERT_STR_EQ(recs[0].path, "/b%2fc"); /* %2F stays encoded, as in ASP.NET Core */
     ASSERT_STR_EQ(recs[0].query, "k=v");
     ASSERT_STR_EQ(recs[0].headers, "host=example.com\ncontent-type=text/plain\n"
                                    "content-length=13\n");
@@ -513,7 +513,7 @@ TEST(head_has_no_body)
     fx_t fx;
     fx_init(&fx);
     /* A GET after the HEAD shows the HEAD response ended right after its head. */
-    feed(&fx, "HEAD /abc HTTP/1.1\r\n\r\nGET /next HTTP/1.1\r\n\r\n");
+    feed(&fx, "HEAD /abc HTTP/1.1\r\nHost: t\r\n\r\nGET /next HTTP/1.1\r\nHost: t\r\n\r\n");
     ASSERT_EQ(ncalls, 2);
     ASSERT_EQ(recs[0].method_bit, KR_M_HEAD);
     const char *out = output(&fx);
@@ -529,7 +529,7 @@ TEST(no_body_statuses)
 {
     fx_t fx;
     fx_init(&fx);
-    feed(&fx, "GET /s/204 HTTP/1.1\r\n\r\n");
+    feed(&fx, "GET /s/204 HTTP/1.1\r\nHost: t\r\n\r\n");
     const char *out = output(&fx);
     ASSERT_PREFIX(out, "HTTP/1.1 204 No Content\r\n");
     ASSERT_NOT_CONTAINS(out, "Content-Length");
@@ -538,7 +538,7 @@ TEST(no_body_statuses)
     ASSERT_EQ(fx.c->close_after_flush, 0);
     drop_output(fx.c);
 
-    feed(&fx, "GET /s/304 HTTP/1.1\r\n\r\n");
+    feed(&fx, "GET /s/304 HTTP/1.1\r\nHost: t\r\n\r\n");
     out = output(&fx);
     ASSERT_PREFIX(out, "HTTP/1.1 304 Not Modified\r\n");
     ASSERT_NOT_CONTAINS(out, "Content-Length");
@@ -548,7 +548,7 @@ TEST(no_body_statuses)
     drop_output(fx.c);
 
     /* The connection is still in sync: the next answer is complete and alone. */
-    feed(&fx, "GET /s/200 HTTP/1.1\r\n\r\n");
+    feed(&fx, "GET /s/200 HTTP/1.1\r\nHost: t\r\n\r\n");
     out = output(&fx);
     ASSERT_PREFIX(out, "HTTP/1.1 200 OK\r\n");
     ASSERT_STR_EQ(body_of(out), "/s/200");
@@ -561,7 +561,8 @@ TEST(connection_close_request)
 {
     fx_t fx;
     fx_init(&fx);
-    feed(&fx, "GET /bye HTTP/1.1\r\nConnection: close\r\n\r\nGET /never HTTP/1.1\r\n\r\n");
+    feed(&fx, "GET /bye HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\nGET /never "
+              "HTTP/1.1\r\nHost: t\r\n\r\n");
     ASSERT_EQ(ncalls, 1);
     ASSERT_EQ(recs[0].keep_alive, 0);
     const char *out = output(&fx);
@@ -570,7 +571,7 @@ TEST(connection_close_request)
     ASSERT_STR_EQ(body_of(out), "/bye");
     ASSERT_EQ(fx.c->close_after_flush, 1);
     /* Nothing more is taken. */
-    ASSERT_EQ(kr__conn_feed(fx.c, "GET / HTTP/1.1\r\n\r\n", 18), 0);
+    ASSERT_EQ(kr__conn_feed(fx.c, "GET / HTTP/1.1\r\nHost: t\r\n\r\n", 18), 0);
     ASSERT_EQ(ncalls, 1);
     fx_done(&fx);
 }
@@ -580,7 +581,7 @@ TEST(handler_connection_close_header)
     fx_t fx;
     fx_init(&fx);
     defer_mode = 1;
-    feed(&fx, "GET / HTTP/1.1\r\n\r\n");
+    feed(&fx, "GET / HTTP/1.1\r\nHost: t\r\n\r\n");
     kr_http_header_t h[2] = {{"Connection", "close", 10, 5}, {"X-A", "1", 3, 1}};
     ASSERT_OK(kr_http_respond(deferred[0], 200, h, 2, kr_buf_from("ok", 2)));
     const char *out = output(&fx);
@@ -624,7 +625,7 @@ TEST(expect_100_continue)
 {
     fx_t fx;
     fx_init(&fx);
-    feed(&fx, "POST /up HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n");
+    feed(&fx, "POST /up HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n");
     ASSERT_EQ(ncalls, 0);
     ASSERT_STR_EQ(output(&fx), "HTTP/1.1 100 Continue\r\n\r\n");
     feed(&fx, "abc");
@@ -648,61 +649,69 @@ typedef struct bad_case_s {
 
 static const bad_case_t bad_cases[] = {
     {"garbage request line", "GARBAGE\r\n\r\n", 400, 0, 0, 0, 0, 0},
+    {"HTTP/1.1 without Host", "GET / HTTP/1.1\r\nX-A: 1\r\n\r\n", 400, 0, 0, 0, 0, 0},
     {"HTTP/0.9 request line", "GET /\r\n\r\n", 505, 0, 0, 0, 0, 0},
     {"bad version", "GET / HTTX/1.1\r\n\r\n", 400, 0, 0, 0, 0, 0},
     {"space in target", "GET /a b HTTP/1.1\r\n\r\n", 400, 0, 0, 0, 0, 0},
     {"CL and TE",
-     "POST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400, 0,
-     0, 0, 0, 0},
-    {"TE and CL",
-     "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n", 400, 0,
-     0, 0, 0, 0},
-    {"two content lengths", "POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab",
+     "POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nTransfer-Encoding: "
+     "chunked\r\n\r\n0\r\n\r\n",
      400, 0, 0, 0, 0, 0},
+    {"TE and CL",
+     "POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nContent-Length: "
+     "5\r\n\r\n0\r\n\r\n",
+     400, 0, 0, 0, 0, 0},
+    {"two content lengths",
+     "POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab", 400, 0, 0, 0,
+     0, 0},
     {"bare LF everywhere", "GET / HTTP/1.1\nHost: x\n\n", 400, 0, 0, 0, 0, 0},
     {"bare LF after header", "GET / HTTP/1.1\r\nHost: x\n\r\n", 400, 0, 0, 0, 0, 0},
-    {"bare CR in header value", "GET / HTTP/1.1\r\nX: a\rb\r\n\r\n", 400, 0, 0, 0, 0, 0},
-    {"bare CR ending header", "GET / HTTP/1.1\r\nX: a\r\r\n\r\n", 400, 0, 0, 0, 0, 0},
-    {"obs-fold space", "GET / HTTP/1.1\r\nX: a\r\n b\r\n\r\n", 400, 0, 0, 0, 0, 0},
-    {"obs-fold tab", "GET / HTTP/1.1\r\nX: a\r\n\tb\r\n\r\n", 400, 0, 0, 0, 0, 0},
-    {"line starting with space", "GET / HTTP/1.1\r\n X: a\r\n\r\n", 400, 0, 0, 0, 0, 0},
-    {"empty header name", "GET / HTTP/1.1\r\n: x\r\n\r\n", 400, 0, 0, 0, 0, 0},
-    {"space before colon", "GET / HTTP/1.1\r\nX : a\r\n\r\n", 400, 0, 0, 0, 0, 0},
+    {"bare CR in header value", "GET / HTTP/1.1\r\nHost: t\r\nX: a\rb\r\n\r\n", 400, 0, 0, 0, 0, 0},
+    {"bare CR ending header", "GET / HTTP/1.1\r\nHost: t\r\nX: a\r\r\n\r\n", 400, 0, 0, 0, 0, 0},
+    {"obs-fold space", "GET / HTTP/1.1\r\nHost: t\r\nX: a\r\n b\r\n\r\n", 400, 0, 0, 0, 0, 0},
+    {"obs-fold tab", "GET / HTTP/1.1\r\nHost: t\r\nX: a\r\n\tb\r\n\r\n", 400, 0, 0, 0, 0, 0},
+    {"line starting with space", "GET / HTTP/1.1\r\nHost: t\r\n X: a\r\n\r\n", 400, 0, 0, 0, 0, 0},
+    {"empty header name", "GET / HTTP/1.1\r\nHost: t\r\n: x\r\n\r\n", 400, 0, 0, 0, 0, 0},
+    {"space before colon", "GET / HTTP/1.1\r\nHost: t\r\nX : a\r\n\r\n", 400, 0, 0, 0, 0, 0},
     {"request line too long",
-     "GET /aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa HTTP/1.1\r\n\r\n", 414,
-     32, 0, 0, 0, 0},
+     "GET /aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa HTTP/1.1\r\nHost: "
+     "t\r\n\r\n",
+     414, 32, 0, 0, 0, 0},
     {"headers too large",
-     "GET / HTTP/1.1\r\nX-Big: "
+     "GET / HTTP/1.1\r\nHost: t\r\nX-Big: "
      "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"
      "\r\n\r\n",
      431, 0, 64, 0, 0, 0},
     {"header names too large",
-     "GET / HTTP/1.1\r\nX-"
+     "GET / HTTP/1.1\r\nHost: t\r\nX-"
      "nnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnn"
      ": 1\r\n\r\n",
      431, 0, 64, 0, 0, 0},
-    {"too many headers", "GET / HTTP/1.1\r\nA: 1\r\nB: 2\r\nC: 3\r\nD: 4\r\n\r\n", 431, 0, 0, 0, 0,
-     3},
-    {"content-length over max body", "POST / HTTP/1.1\r\nContent-Length: 11\r\n\r\n", 413, 0, 0, 10,
-     0, 0},
+    {"too many headers", "GET / HTTP/1.1\r\nHost: t\r\nA: 1\r\nB: 2\r\nC: 3\r\nD: 4\r\n\r\n", 431,
+     0, 0, 0, 0, 3},
+    {"content-length over max body", "POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 11\r\n\r\n",
+     413, 0, 0, 10, 0, 0},
     {"chunked over max body",
-     "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n6\r\n123456\r\n6\r\n789012\r\n0\r\n\r\n",
+     "POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: "
+     "chunked\r\n\r\n6\r\n123456\r\n6\r\n789012\r\n0\r\n\r\n",
      413, 0, 0, 10, 0, 0},
     {"chunk extension too large",
-     "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5;name=averyveryverylongvalue\r\nhello"
+     "POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: "
+     "chunked\r\n\r\n5;name=averyveryverylongvalue\r\nhello"
      "\r\n0\r\n\r\n",
      400, 0, 0, 0, 8, 0},
     {"chunk extensions too large in total",
-     "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1;abc=def\r\nx\r\n1;ghi=jkl\r\ny\r\n"
+     "POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: "
+     "chunked\r\n\r\n1;abc=def\r\nx\r\n1;ghi=jkl\r\ny\r\n"
      "0\r\n\r\n",
      400, 0, 0, 0, 8, 0},
-    {"bad chunk size", "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 400, 0, 0, 0,
-     0, 0},
-    {"bad percent escape", "GET /a%zz HTTP/1.1\r\n\r\n", 400, 0, 0, 0, 0, 0},
-    {"half percent escape", "GET /a%4g HTTP/1.1\r\n\r\n", 400, 0, 0, 0, 0, 0},
-    {"truncated percent escape", "GET /a%4 HTTP/1.1\r\n\r\n", 400, 0, 0, 0, 0, 0},
-    {"percent at end", "GET /a% HTTP/1.1\r\n\r\n", 400, 0, 0, 0, 0, 0},
-    {"encoded NUL", "GET /a%00b HTTP/1.1\r\n\r\n", 400, 0, 0, 0, 0, 0},
+    {"bad chunk size", "POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+     400, 0, 0, 0, 0, 0},
+    {"bad percent escape", "GET /a%zz HTTP/1.1\r\nHost: t\r\n\r\n", 400, 0, 0, 0, 0, 0},
+    {"half percent escape", "GET /a%4g HTTP/1.1\r\nHost: t\r\n\r\n", 400, 0, 0, 0, 0, 0},
+    {"truncated percent escape", "GET /a%4 HTTP/1.1\r\nHost: t\r\n\r\n", 400, 0, 0, 0, 0, 0},
+    {"percent at end", "GET /a% HTTP/1.1\r\nHost: t\r\n\r\n", 400, 0, 0, 0, 0, 0},
+    {"encoded NUL", "GET /a%00b HTTP/1.1\r\nHost: t\r\n\r\n", 400, 0, 0, 0, 0, 0},
     {"target not origin form", "GET a/b HTTP/1.1\r\n\r\n", 400, 0, 0, 0, 0, 0},
 };
 
@@ -743,7 +752,7 @@ static void run_bad_case(const bad_case_t *bc)
     /* The body of the error names the status. */
     ASSERT_STR_EQ(body_of(out), kr_http_reason(bc->status));
     /* Further input is ignored. */
-    ASSERT_EQ(kr__conn_feed(fx.c, "GET / HTTP/1.1\r\n\r\n", 18), 0);
+    ASSERT_EQ(kr__conn_feed(fx.c, "GET / HTTP/1.1\r\nHost: t\r\n\r\n", 18), 0);
     ASSERT_EQ(ncalls, 0);
     fx_done(&fx);
 }
@@ -834,24 +843,25 @@ TEST(limits_boundaries_accept)
     fx_t fx;
     fx_init(&fx);
     fx.s.limits.max_request_line_bytes = 32;
-    fx.s.limits.max_header_count = 3;
+    fx.s.limits.max_header_count = 4; /* Host + three */
     fx.s.limits.max_body_bytes = 10;
     fx.s.limits.max_chunk_ext_bytes = 8;
     /* a 32-byte target */
-    feed(&fx, "GET /aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa HTTP/1.1\r\n\r\n");
+    feed(&fx, "GET /aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa HTTP/1.1\r\nHost: t\r\n\r\n");
     ASSERT_EQ(ncalls, 1);
     ASSERT_EQ(strlen(recs[0].target), 32);
-    feed(&fx, "GET / HTTP/1.1\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\n");
+    feed(&fx, "GET / HTTP/1.1\r\nHost: t\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\n");
     ASSERT_EQ(ncalls, 2);
-    ASSERT_EQ(recs[1].nheaders, 3);
-    feed(&fx, "POST / HTTP/1.1\r\nContent-Length: 10\r\n\r\n0123456789");
+    ASSERT_EQ(recs[1].nheaders, 4);
+    feed(&fx, "POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\n0123456789");
     ASSERT_EQ(ncalls, 3);
-    feed(&fx, "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+    feed(&fx, "POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
               "5;a=b\r\n01234\r\n5\r\n56789\r\n0\r\n\r\n");
     ASSERT_EQ(ncalls, 4);
     ASSERT_MEM_EQ(recs[3].body, recs[3].body_len, "0123456789", 10);
     /* Chunk-extension bytes are counted per request, not per connection. */
-    feed(&fx, "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1;a=b\r\nx\r\n0\r\n\r\n");
+    feed(&fx,
+         "POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n1;a=b\r\nx\r\n0\r\n\r\n");
     ASSERT_EQ(ncalls, 5);
     ASSERT_EQ(fx.s.stats.requests, 5);
     ASSERT_EQ(fx.s.stats.bad_requests, 0);
@@ -864,11 +874,11 @@ TEST(stats_counters)
     fx_t fx;
     fx_init(&fx);
     ASSERT_EQ(fx.s.stats.connections_open, 1);
-    feed(&fx, "GET /1 HTTP/1.1\r\n\r\nGET /2 HTTP/1.1\r\n\r\n");
+    feed(&fx, "GET /1 HTTP/1.1\r\nHost: t\r\n\r\nGET /2 HTTP/1.1\r\nHost: t\r\n\r\n");
     kr_conn_t *c2 = new_conn(&fx);
     ASSERT_EQ(fx.s.stats.connections_open, 2);
     ASSERT_EQ(fx.s.stats.connections_total, 2);
-    feed_conn(c2, "GET /3 HTTP/1.1\r\n\r\nBROKEN\r\n\r\n");
+    feed_conn(c2, "GET /3 HTTP/1.1\r\nHost: t\r\n\r\nBROKEN\r\n\r\n");
     ASSERT_EQ(fx.s.stats.requests, 3);
     ASSERT_EQ(fx.s.stats.bad_requests, 1);
     ASSERT_EQ(c2->close_after_flush, 1);
@@ -889,7 +899,7 @@ TEST(stream_known_length)
     fx_t fx;
     fx_init(&fx);
     defer_mode = 1;
-    feed(&fx, "GET /s HTTP/1.1\r\n\r\nGET /after HTTP/1.1\r\n\r\n");
+    feed(&fx, "GET /s HTTP/1.1\r\nHost: t\r\n\r\nGET /after HTTP/1.1\r\nHost: t\r\n\r\n");
     ASSERT_EQ(ncalls, 1);
     kr_http_req_t *req = deferred[0];
     /* Framing headers from the caller are dropped: the writer owns them. */
@@ -929,7 +939,7 @@ TEST(stream_short_body_closes)
     fx_t fx;
     fx_init(&fx);
     defer_mode = 1;
-    feed(&fx, "GET / HTTP/1.1\r\n\r\n");
+    feed(&fx, "GET / HTTP/1.1\r\nHost: t\r\n\r\n");
     kr_http_req_t *req = deferred[0];
     ASSERT_OK(kr_http_respond_start(req, 200, NULL, 0, 10));
     ASSERT_OK(kr_http_respond_body(req, kr_buf_from("abc", 3)));
@@ -943,7 +953,7 @@ TEST(stream_chunked)
     fx_t fx;
     fx_init(&fx);
     defer_mode = 1;
-    feed(&fx, "GET /c HTTP/1.1\r\n\r\n");
+    feed(&fx, "GET /c HTTP/1.1\r\nHost: t\r\n\r\n");
     kr_http_req_t *req = deferred[0];
     ASSERT_OK(kr_http_respond_start(req, 200, NULL, 0, -1));
     ASSERT_OK(kr_http_respond_body(req, kr_buf_from("hello", 5)));
@@ -957,7 +967,7 @@ TEST(stream_chunked)
     drop_output(fx.c);
 
     /* Several chunks, a hex size, an empty buffer (no zero-size chunk mid-stream). */
-    feed(&fx, "GET /c2 HTTP/1.1\r\n\r\n");
+    feed(&fx, "GET /c2 HTTP/1.1\r\nHost: t\r\n\r\n");
     req = deferred[1];
     ASSERT_OK(kr_http_respond_start(req, 200, NULL, 0, -1));
     char big[300];
@@ -973,7 +983,7 @@ TEST(stream_chunked)
     drop_output(fx.c);
 
     /* HEAD: the head says chunked, no body and no terminator follow. */
-    feed(&fx, "HEAD /c3 HTTP/1.1\r\n\r\n");
+    feed(&fx, "HEAD /c3 HTTP/1.1\r\nHost: t\r\n\r\n");
     req = deferred[2];
     ASSERT_OK(kr_http_respond_start(req, 200, NULL, 0, -1));
     ASSERT_OK(kr_http_respond_body(req, kr_buf_from("hidden", 6)));
@@ -1008,7 +1018,7 @@ TEST(respond_after_close)
     fx_t fx;
     fx_init(&fx);
     defer_mode = 1;
-    feed(&fx, "GET /late HTTP/1.1\r\n\r\n");
+    feed(&fx, "GET /late HTTP/1.1\r\nHost: t\r\n\r\n");
     kr_http_req_t *req = deferred[0];
     ASSERT(req->conn == fx.c);
     kr_conn_close(fx.c, NULL);
@@ -1026,7 +1036,7 @@ TEST(stream_after_close)
     fx_t fx;
     fx_init(&fx);
     defer_mode = 1;
-    feed(&fx, "GET /s HTTP/1.1\r\n\r\n");
+    feed(&fx, "GET /s HTTP/1.1\r\nHost: t\r\n\r\n");
     kr_http_req_t *req = deferred[0];
     ASSERT_OK(kr_http_respond_start(req, 200, NULL, 0, -1));
     ASSERT_OK(kr_http_respond_body(req, kr_buf_from("part", 4)));

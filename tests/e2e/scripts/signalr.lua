@@ -12,6 +12,7 @@ end
 local hub = kr.hub("/hub", opts())
 local detailed = kr.hub("/detailed", opts({ detailed_errors = true }))
 local plain = kr.hub("/plain", opts({ builtins = false }))
+local small = kr.hub("/small", opts({ max_message_bytes = 1024 }))
 
 state = { connected = {}, disconnected = {}, order = {}, fired = {}, nconnected = 0 }
 
@@ -39,10 +40,12 @@ local function methods(h)
   h:on("JoinMe", function(ctx, g) ctx:join(g) return "joined" end)
   h:on("LeaveMe", function(ctx, g) ctx:leave(g) return "left" end)
   h:on("Connections", function(ctx) return kr.connections() end)
+  h:on("Back", function(ctx, v) return v end)
 end
 methods(hub)
 methods(detailed)
 methods(plain)
+methods(small)
 
 hub:on_connected(function(ctx)
   state.connected[ctx.connection_id] = true
@@ -98,6 +101,13 @@ end)
 kr.map_route("GET", "/disconnected/{id}", function(req, res)
   local d = state.disconnected[req.params.id]
   res:json({ seen = d ~= nil, err = d and d.err or nil })
+end)
+kr.map_route("GET", "/send-user", function(req, res)
+  result(res, kr.send_user("nobody-logged-in", "ForUser", 1))
+end)
+kr.map_route("GET", "/bad-args", function(req, res)
+  kr.send_all({})   -- a table as the method name: a programming error, raises
+  res:text("not reached")
 end)
 kr.map_route("GET", "/burst/{n:int}", function(req, res)
   for i = 1, req.params.n do kr.send_all("Burst", i) end

@@ -280,6 +280,24 @@ test('kr.connections(): counts connected clients, up and down', async () => {
   } finally { await stopAll(conns); await s2.stop(); }
 });
 
+test('kr.send_user without authentication: does not raise, reaches nobody', async () => {
+  const a = await connect(srv.url('/hub'));
+  try {
+    const got = collect(a, 'ForUser');
+    const r = await get('/send-user');
+    assert.equal(typeof r.ok, 'boolean', JSON.stringify(r));
+    if (r.ok) assert.equal(r.n, 0);
+    await sleep(100);
+    assert.equal(got.length, 0);
+  } finally { await a.stop(); }
+});
+
+test('a broadcaster called with a wrong argument type raises (the route answers 500)', async () => {
+  const r = await request(srv.port, { path: '/bad-args' });
+  assert.equal(r.status, 500, r.body);
+  assert.equal((await request(srv.port, { path: '/connections' })).status, 200, 'the server keeps serving');
+});
+
 test('on_connected joins "lobby": group_send("lobby") reaches new clients', async () => {
   const a = await connect(srv.url('/hub'));
   const b = await connect(srv.url('/hub'));

@@ -92,6 +92,29 @@ test('wrong argument count: "Failed to invoke \'Add\' due to an error on the ser
   } finally { await conn.stop(); }
 });
 
+test('detailed_errors = true: a wrong argument count keeps the generic text as its start', async () => {
+  const conn = await connect(srv.url('/detailed'));
+  try {
+    const e = await rejection(conn.invoke('Add', 1));
+    assert.ok(e instanceof Error);
+    assert.ok(e.message.startsWith(BADARGS), `message: ${e.message}`);
+  } finally { await conn.stop(); }
+});
+
+test('hub method arguments and results: JSON values round-trip through Lua', async () => {
+  const conn = await connect(srv.url('/hub'));
+  try {
+    const v = { a: [1, 2, { b: 'c' }], s: 'é✓ 😀 "q"', t: true, f: false, n: -1.5, big: 9007199254740991, nested: { x: { y: { z: 'deep' } } } };
+    assert.deepEqual(await conn.invoke('Back', v), v);
+    assert.deepEqual(await conn.invoke('Back', [3, 'two', 1]), [3, 'two', 1]);
+    assert.equal(await conn.invoke('Back', 'str'), 'str');
+    assert.equal(await conn.invoke('Back', 0), 0);
+    assert.equal(await conn.invoke('Back', true), true);
+    const n = await conn.invoke('Back', null);
+    assert.ok(n === null || n === undefined);
+  } finally { await conn.stop(); }
+});
+
 test('wrong argument count on a built-in: Echo() and Echo(a, b)', async () => {
   const conn = await connect(srv.url('/hub'));
   try {

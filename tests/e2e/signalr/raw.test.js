@@ -315,6 +315,29 @@ test('raw: an oversized message -> Close with error; one under the limit is fine
   } finally { h.close(); }
 });
 
+test('max_message_bytes = 1024: a 2 KB message closes with error, a 900-byte one is fine', async () => {
+  const h = await handshaken('/small');
+  try {
+    h.sendRecord({ type: 1, invocationId: '1', target: 'Back', arguments: ['s'.repeat(900)] });
+    assert.equal((await h.completion('1')).result.length, 900);
+    h.sendRecord({ type: 1, invocationId: '2', target: 'Back', arguments: ['s'.repeat(2048)] });
+    const close = await h.next((r) => r.type === 7, { what: 'a Close message' });
+    assert.deepEqual(close, CLOSE_ERR);
+    await h.waitClosed(3000);
+    assert.equal(h.records.filter((r) => r.type === 3 && r.invocationId === '2').length, 0);
+  } finally { h.close(); }
+});
+
+test('max_message_bytes = 1024: a handshake larger than the limit is refused', async () => {
+  const h = await RawHub.open(srv.port, '/small', { negotiate: true });
+  try {
+    h.send(JSON.stringify({ protocol: 'json', version: 1, pad: 'p'.repeat(2048) }) + RS);
+    await h.next(() => true, { what: 'the handshake error' });
+    assert.equal(typeof h.records[0].error, 'string', h.texts[0]);
+    await h.waitClosed(3000);
+  } finally { h.close(); }
+});
+
 test('a 1,000-push burst: every record arrives, none split across frames', async () => {
   const h = await handshaken();
   try {

@@ -13,6 +13,7 @@ kr.hub("/ka", o({ keepalive_ms = 200 }))
 kr.hub("/quiet", o({ keepalive_ms = 60000 }))
 kr.hub("/ct", o({ client_timeout_ms = 500 }))
 kr.hub("/hs", o({ handshake_timeout_ms = 300 }))
+kr.hub("/dt", o({ disconnect_timeout_ms = 300 }))
 `;
 
 let srv;
@@ -108,6 +109,22 @@ test('handshake_timeout_ms = 300: a handshake sent in time is accepted', async (
     await sleep(600);
     assert.equal(h.closed, false);
     h.sendRecord({ type: 1, invocationId: '1', target: 'Echo', arguments: ['ok'] });
+    await h.completion('1');
+  } finally { h.close(); }
+});
+
+test('disconnect_timeout_ms = 300: a negotiated connection never used is gone (404) within ~2 s', async () => {
+  const { negotiate } = require('../lib/signalr');
+  const neg = (await negotiate(srv.port, '/dt')).json;
+  const used = (await negotiate(srv.port, '/dt')).json;
+  const h = await RawHub.open(srv.port, '/dt', { id: used.connectionToken });
+  try {
+    assert.deepEqual(await h.handshake(), {});
+    await sleep(2000);
+    assert.equal(await RawHub.upgradeStatus(srv.port, `/dt?id=${neg.connectionToken}`), 404);
+    // a connection in use is not affected
+    assert.equal(h.closed, false);
+    h.sendRecord({ type: 1, invocationId: '1', target: 'Echo', arguments: ['x'] });
     await h.completion('1');
   } finally { h.close(); }
 });
