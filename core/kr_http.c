@@ -173,7 +173,7 @@ static int on_message_begin(llhttp_t *p)
     req->server = s;
     req->conn = hc->conn;
     req->query = "";
-    snprintf(req->remote_addr, sizeof(req->remote_addr), "%s", hc->conn->remote_addr);
+    memcpy(req->remote_addr, hc->conn->remote_addr, sizeof(req->remote_addr));
     hc->parsing = req;
     kr_sbuf_reset(&hc->url);
     kr_sbuf_reset(&hc->arena);
@@ -364,7 +364,11 @@ static int on_headers_complete(llhttp_t *p)
     if (build_request(hc, req) != 0)
         return reject(p, 400, "bad request target");
     const char *mname = llhttp_method_name((llhttp_method_t)llhttp_get_method(p));
-    snprintf(req->method_name, sizeof(req->method_name), "%s", mname);
+    size_t mlen = strlen(mname);
+    if (mlen >= sizeof(req->method_name))
+        mlen = sizeof(req->method_name) - 1;
+    memcpy(req->method_name, mname, mlen);
+    req->method_name[mlen] = '\0';
     req->method = kr_router_method_bit(mname, strlen(mname));
     req->http_minor = llhttp_get_http_minor(p);
     req->keep_alive = llhttp_should_keep_alive(p) && !llhttp_get_upgrade(p);
@@ -494,6 +498,20 @@ static int wants_close(const kr_http_header_t *headers, unsigned n)
     return 0;
 }
 
+/* Writes v in decimal (no NUL); returns the length. out has room for 20 digits. */
+static size_t format_u64(char *out, uint64_t v)
+{
+    char tmp[20];
+    size_t n = 0;
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    for (size_t i = 0; i < n; i++)
+        out[i] = tmp[n - 1 - i];
+    return n;
+}
+
 static int has_header(const kr_http_header_t *headers, unsigned n, const char *name, size_t len)
 {
     for (unsigned i = 0; i < n; i++)
@@ -502,19 +520,30 @@ static int has_header(const kr_http_header_t *headers, unsigned n, const char *n
     return 0;
 }
 
+/* The response head; with inline_body, the body follows it in the same buffer. */
 static kr_buf_t *build_head(kr_http_req_t *req, int status, const kr_http_header_t *headers,
-                            unsigned n, int64_t content_length)
+                            unsigned n, int64_t content_length, const kr_buf_t *inline_body)
 {
     kr_server_t *s = req->server;
     if (s->stopping || wants_close(headers, n))
         req->keep_alive = 0;
     kr_sbuf_t sb;
-    kr_sbuf_init(&sb, 256);
-    kr_sbuf_printf(&sb, "HTTP/1.1 %d %s\r\n", status, kr_http_reason(status));
+    kr_sbuf_init(&sb, 256 + (inline_body ? inline_body->len : 0));
+    /* The hot path of every response: plain appends, no printf. */
+    char digits[24];
+    kr_sbuf_append(&sb, "HTTP/1.1 ", 9);
+    kr_sbuf_append(&sb, digits, format_u64(digits, (uint64_t)status));
+    kr_sbuf_putc(&sb, ' ');
+    kr_sbuf_puts(&sb, kr_http_reason(status));
+    kr_sbuf_append(&sb, "\r\n", 2);
     if (!has_header(headers, n, "server", 6))
         kr_sbuf_puts(&sb, "Server: kestrun\r\n");
     if (!has_header(headers, n, "date", 4))
-        kr_sbuf_printf(&sb, "Date: %s\r\n", kr_server_date(s));
+    {
+        kr_sbuf_append(&sb, "Date: ", 6);
+        kr_sbuf_append(&sb, kr_server_date(s), KR_HTTP_DATE_LEN);
+        kr_sbuf_append(&sb, "\r\n", 2);
+    }
     for (unsigned i = 0; i < n; i++) {
         const kr_http_header_t *h = &headers[i];
         /* Framing headers are ours: a handler cannot desynchronise the connection. */
@@ -530,7 +559,11 @@ static kr_buf_t *build_head(kr_http_req_t *req, int status, const kr_http_header
     if (status_has_body(status) || status == 304) {
         if (content_length >= 0) {
             if (status != 304)
-                kr_sbuf_printf(&sb, "Content-Length: %lld\r\n", (long long)content_length);
+            {
+                kr_sbuf_append(&sb, "Content-Length: ", 16);
+                kr_sbuf_append(&sb, digits, format_u64(digits, (uint64_t)content_length));
+                kr_sbuf_append(&sb, "\r\n", 2);
+            }
         } else if (req->http_minor >= 1) {
             kr_sbuf_puts(&sb, "Transfer-Encoding: chunked\r\n");
             req->chunked = 1;
@@ -543,13 +576,22 @@ static kr_buf_t *build_head(kr_http_req_t *req, int status, const kr_http_header
     else if (req->http_minor == 0)
         kr_sbuf_puts(&sb, "Connection: keep-alive\r\n");
     kr_sbuf_append(&sb, "\r\n", 2);
+    if (inline_body)
+        kr_sbuf_append(&sb, inline_body->data, inline_body->len);
     return kr_sbuf_finish(&sb);
+}
+
+static int skip_body_for(const kr_http_req_t *req, int status)
+{
+    return req->method == KR_M_HEAD || !status_has_body(status);
 }
 
 static int skip_body(const kr_http_req_t *req)
 {
-    return req->method == KR_M_HEAD || !status_has_body(req->status);
+    return skip_body_for(req, req->status);
 }
+
+#define SMALL_BODY_BYTES 4096
 
 static void finish_response(kr_http_req_t *req);
 
@@ -562,7 +604,7 @@ int kr_http_respond_start(kr_http_req_t *req, int status, const kr_http_header_t
     req->status = status;
     if (req->conn == NULL)
         return KR_ECLOSED;
-    kr_buf_t *head = build_head(req, status, headers, n, content_length);
+    kr_buf_t *head = build_head(req, status, headers, n, content_length, NULL);
     req->remaining = skip_body(req) ? 0 : content_length;
     return kr_conn_write(req->conn, head);
 }
@@ -615,6 +657,20 @@ int kr_http_respond(kr_http_req_t *req, int status, const kr_http_header_t *head
         return KR_EINVAL;
     }
     int64_t len = body ? (int64_t)body->len : 0;
+    if (req->conn != NULL && body != NULL && body->len <= SMALL_BODY_BYTES &&
+        body->refcnt == 1) {
+        /* A small private body travels in the head's buffer: one allocation and one iovec
+         * fewer per response (a shared body, a broadcast for instance, is never copied). */
+        req->head_sent = 1;
+        req->status = status;
+        kr_buf_t *head = build_head(req, status, headers, n, len, skip_body_for(req, status)
+                                                                       ? NULL
+                                                                       : body);
+        kr_buf_unref(body);
+        kr_conn_write(req->conn, head);
+        req->remaining = 0;
+        return kr_http_respond_end(req);
+    }
     int err = kr_http_respond_start(req, status, headers, n, len);
     if (err == 0 && body)
         err = kr_http_respond_body(req, body);

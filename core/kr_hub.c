@@ -507,7 +507,7 @@ static void ws_on_message(kr_ws_t *ws, int binary, const char *data, size_t len,
     KR_UNUSED(ws);
     if (c == NULL || c->state >= SR_CLOSING)
         return;
-    if (binary && c->protocol != KR_SR_PROTO_MSGPACK) {
+    if (binary && c->state == SR_CONNECTED && c->protocol != KR_SR_PROTO_MSGPACK) {
         /* JSON travels in text frames; a binary one is a protocol error. */
         kr_sr_conn_close(c, "Connection closed with an error.", 0);
         return;
@@ -874,7 +874,8 @@ static int hexval(int ch)
 }
 
 /* Finds a query parameter (key compared case-insensitively, as .NET does) and percent-decodes
- * its value into out. Returns the length, or -1 when absent or too long. */
+ * its value into out. Returns the length, -1 when absent, or -2 when too long for out (which
+ * is never a valid value: the caller answers as for an unknown one). */
 static long query_param(const kr_http_req_t *req, const char *key, char *out, size_t outlen)
 {
     size_t klen = strlen(key);
@@ -888,7 +889,7 @@ static long query_param(const kr_http_req_t *req, const char *key, char *out, si
             size_t o = 0;
             for (const char *v = eq ? eq + 1 : end; v < end; v++) {
                 if (o + 1 >= outlen)
-                    return -1;
+                    return -2;
                 if (*v == '%' && v + 2 < end + 0 && hexval(v[1]) >= 0 && hexval(v[2]) >= 0) {
                     out[o++] = (char)(hexval(v[1]) * 16 + hexval(v[2]));
                     v += 2;
@@ -930,6 +931,10 @@ static void negotiate(kr_hub_t *hub, kr_http_req_t *req)
     kr_sbuf_t sb;
     kr_sbuf_init(&sb, 256);
     long version = 0;
+    if (vlen == -2) {
+        vbuf[0] = '\0';
+        vlen = 0; /* too long to be a version: answered as an invalid one below */
+    }
     if (vlen >= 0) {
         char *end;
         version = strtol(vbuf, &end, 10);
@@ -1019,6 +1024,8 @@ int kr_hub_handle_http(kr_hub_t *hub, kr_http_req_t *req)
     kr_sr_conn_t *c = NULL;
     if (idlen > 0)
         c = kr_map_get(&hub->by_token, id, (size_t)idlen);
+    else if (idlen == -2)
+        idlen = 1; /* an id too long to exist: "No Connection with that ID" below */
     int is_ws = kr_http_req_header(req, "upgrade", NULL) != NULL;
     if (req->method == KR_M_GET && is_ws) {
         if (!(hub->opts.transports & KR_SR_TRANSPORT_WS)) {

@@ -1,45 +1,75 @@
-/* kr_ws.c: WebSocket connections: the upgrade, the wslay glue, our frame encoder and the
- * close handshake (see kr_ws.h).
+/* kr_ws.c: WebSocket connections: the upgrade, our frame parser and encoder, and the close
+ * handshake (see kr_ws.h).
  *
- * One read: ws_on_read -> wslay_event_recv, which pulls bytes from c->rbuf through recv_cb
- * and calls on_frame_start (fragment cap) and on_msg (handler->on_message) -> pump():
- * wslay_event_send writes the control frames wslay queued (pong, close) through send_cb into
- * the output queue; when wslay then wants neither to read nor to write, the close handshake
- * is over (or the connection failed): handler->on_close, then close TCP after the flush.
+ * One read: ws_on_read -> parse() walks the frames in c->rbuf in place. A complete frame is
+ * unmasked where it lies; a whole (unfragmented) message goes to handler->on_message straight
+ * from the read buffer. Fragments are appended to a reassembly buffer (ws_msg_t) that exists
+ * only while a fragmented message is in progress. An incomplete frame stays in c->rbuf (kr_conn
+ * keeps it for the next read), unless it can never fit there (header + payload > c->rmax): then
+ * its payload is unmasked and moved into the reassembly buffer as it arrives (frame_left).
+ * Every limit that a header decides (1002 for its shape, 1009 for its size) is applied as soon
+ * as the header bytes are there. Pongs and close frames are encoded with kr_ws_frame_new and
+ * appended to the output queue at once. parse() never keeps a pointer into c->rbuf past its
+ * return: the buffer may be the server's shared one.
  *
- * Nothing is freed inside a wslay callback or a handler call (architecture rule 1): the
- * connection's on_close only marks the kr_ws_t dead while one of our entry points is on the
- * stack (depth > 0), and the outermost one frees it on its way out.
+ * When a close frame has gone both ways, or we failed the connection, reading stops and
+ * end_ws() calls handler->on_close, then closes TCP after the flush.
+ *
+ * Nothing is freed inside a handler call (architecture rule 1): the connection's on_close only
+ * marks the kr_ws_t dead while one of our entry points is on the stack (depth > 0), and the
+ * outermost one frees it on its way out.
  */
 #include "kr_ws.h"
 #include "kr_conn.h"
 #include "kr_http.h"
+#include "kr_json.h"
 #include "kr_log.h"
 #include "kr_server.h"
 
 #include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <wslay/wslay.h>
 
 #define WS_GUID "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
+/* The message being reassembled: a fragmented one, or one whose single frame is larger than
+ * the read buffer. Allocated when it starts, freed when it is delivered or abandoned. */
+typedef struct ws_msg_s {
+    size_t len, cap;
+    uint8_t binary;
+    uint8_t u8need; /* text: continuation bytes the last code point still needs */
+    uint8_t u8lo;   /* ... and the range the next one must be in */
+    uint8_t u8hi;
+    char data[];
+} ws_msg_t;
+
 struct kr_ws_s {
     kr_conn_t *conn;
-    wslay_event_context_ptr ctx;
     kr_ws_handler_t h;
     void *ud;
-    kr_ws_opts_t opts;
-    size_t roff;         /* bytes of c->rbuf handed to wslay during this read */
-    unsigned fragments;  /* data frames of the message being received */
-    int fail_code;       /* the close code we sent when we failed the connection ourselves */
-    int close_requested; /* kr_ws_close queued our close frame */
-    int closing;         /* a close frame was queued or received: no more messages either way */
-    int finished;        /* handler->on_close was called */
-    int dead;            /* the connection has closed: free when depth drops to 0 */
-    int in_recv;         /* wslay_event_recv is on the stack */
-    unsigned depth;      /* our entry points on the stack */
+    ws_msg_t *msg;             /* reassembly; NULL unless a message is in progress */
+    uint64_t frame_left;       /* payload bytes of the current frame still to come (streamed) */
+    size_t max_message;        /* opts.max_message */
+    uint64_t close_timeout_ms; /* opts.close_timeout_ms */
+    unsigned max_fragments;    /* opts.max_fragments */
+    unsigned frames;           /* data frames so far of the message in progress */
+    unsigned depth;            /* our entry points on the stack */
+    uint16_t sent_code;        /* our close frame went: its code (1005: none); 0: not sent */
+    uint16_t recv_code;        /* the peer's valid close frame arrived: its code (1005: none) */
+    uint16_t fail_code;        /* we failed the connection with this code */
+    uint8_t mask[4];           /* the masking key of the streamed frame */
+    uint8_t mask_off;          /* position in the key of the streamed frame's next byte */
+    unsigned frame_fin : 1;    /* the streamed frame ends its message */
+    unsigned in_msg : 1;       /* a fragmented message is in progress (expect continuations) */
+    unsigned closing : 1;      /* a close frame was sent or received: no more messages */
+    unsigned read_done : 1;    /* input is ignored from now on (close received, failure, EOF) */
+    unsigned finished : 1;     /* handler->on_close was called */
+    unsigned dead : 1;         /* the connection has closed: free when depth drops to 0 */
+    unsigned in_parse : 1;     /* parse() is on the stack */
 };
+
+/* Memory per connection is a feature: an idle WebSocket costs this struct and nothing else. */
+_Static_assert(sizeof(struct kr_ws_s) <= 128, "kr_ws_t grew past 128 bytes");
 
 static const kr_conn_proto_t ws_proto;
 
@@ -222,9 +252,15 @@ int kr_ws_send_binary(kr_ws_t *ws, const void *data, size_t len)
 
 /* ---- lifecycle -------------------------------------------------------------------------- */
 
+static void msg_drop(kr_ws_t *ws)
+{
+    kr_free(ws->msg);
+    ws->msg = NULL;
+}
+
 static void ws_free(kr_ws_t *ws)
 {
-    wslay_event_context_free(ws->ctx);
+    msg_drop(ws);
     kr_free(ws);
 }
 
@@ -244,16 +280,15 @@ static void ws_leave(kr_ws_t *ws)
     kr_conn_unref(c);
 }
 
-/* See kr_ws_handler_t.on_close for the precedence. wslay records the codes of the close
- * frames it received and sent (1005 for a close frame without a code). */
-static int close_code(kr_ws_t *ws)
+/* See kr_ws_handler_t.on_close for the precedence. */
+static int close_code(const kr_ws_t *ws)
 {
     if (ws->fail_code)
         return ws->fail_code;
-    if (wslay_event_get_close_received(ws->ctx))
-        return wslay_event_get_status_code_received(ws->ctx);
-    if (wslay_event_get_close_sent(ws->ctx))
-        return wslay_event_get_status_code_sent(ws->ctx);
+    if (ws->recv_code)
+        return ws->recv_code;
+    if (ws->sent_code)
+        return ws->sent_code;
     return KR_WS_CLOSE_ABNORMAL;
 }
 
@@ -277,126 +312,382 @@ static void end_ws(kr_ws_t *ws)
     finish(ws);
     if (!kr_conn_is_closing(c)) {
         /* A peer that never reads our last frames is dropped at the close timeout. */
-        c->deadline_ms = uv_now(c->server->loop) + ws->opts.close_timeout_ms;
+        c->deadline_ms = uv_now(c->server->loop) + ws->close_timeout_ms;
         kr_conn_close_after_flush(c);
     }
 }
 
-/* Writes what wslay queued (pong, close) into the output queue; send_cb takes every byte, so
- * one call empties wslay's queue. Then ends the WebSocket if wslay is done both ways: after
- * the close frame went out it stops writing, and after a close frame arrived or a protocol
- * error it stops reading. */
-static void pump(kr_ws_t *ws)
+/* Queues a close frame with payload p[0..n) (n == 0: no code); records code as sent. A
+ * connection that refuses the bytes is closing anyway: then nothing counts as sent. */
+static void send_close(kr_ws_t *ws, int code, const void *p, size_t n)
 {
-    if (ws->dead || ws->finished)
-        return;
-    if (wslay_event_want_write(ws->ctx) && wslay_event_send(ws->ctx) != 0)
-        wslay_event_shutdown_read(ws->ctx); /* the connection refused bytes: it is closing */
-    if (!wslay_event_want_read(ws->ctx) && !wslay_event_want_write(ws->ctx))
-        end_ws(ws);
+    ws->closing = 1;
+    if (kr_conn_write(ws->conn, kr_ws_frame_new(KR_WS_OP_CLOSE, p, n)) == 0)
+        ws->sent_code = (uint16_t)code;
 }
 
-/* ---- wslay callbacks -------------------------------------------------------------------- */
-
-static ssize_t recv_cb(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, int flags, void *ud)
-{
-    kr_ws_t *ws = ud;
-    kr_conn_t *c = ws->conn;
-    KR_UNUSED(flags);
-    /* wslay_event_recv loops until this says WOULDBLOCK, so one call reads at most what one
-     * read left in the (capped) read buffer: a flooding peer cannot hold the loop longer. */
-    size_t avail = c->rlen - ws->roff;
-    if (avail == 0 || ws->dead) {
-        wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
-        return -1;
-    }
-    if (len > avail)
-        len = avail;
-    memcpy(buf, c->rbuf + ws->roff, len);
-    ws->roff += len; /* consumed in one go after wslay_event_recv: no memmove per 4 KiB */
-    return (ssize_t)len;
-}
-
-/* Never a partial write: wslay would keep the rest of the frame and send it later, behind
- * data frames that we queue ourselves, corrupting the stream. */
-static ssize_t send_cb(wslay_event_context_ptr ctx, const uint8_t *data, size_t len, int flags,
-                       void *ud)
-{
-    kr_ws_t *ws = ud;
-    KR_UNUSED(flags);
-    if (ws->dead || kr_conn_write_copy(ws->conn, data, len) != 0) {
-        wslay_event_set_error(ctx, WSLAY_ERR_CALLBACK_FAILURE);
-        return -1;
-    }
-    return (ssize_t)len;
-}
-
-/* Fails the connection from inside wslay_event_recv: queue a close frame with code and stop
- * reading; pump() writes it once wslay_event_recv has returned. */
+/* Fails the connection: a close frame with code (unless ours is already out: then the
+ * handshake just ends with it), and no more input. ws_on_read ends the WebSocket. */
 static void fail(kr_ws_t *ws, int code)
 {
-    if (wslay_event_queue_close(ws->ctx, (uint16_t)code, NULL, 0) == 0)
-        ws->fail_code = code;
-    wslay_event_shutdown_read(ws->ctx);
-    ws->closing = 1;
-}
-
-static void on_frame_start(wslay_event_context_ptr ctx,
-                           const struct wslay_event_on_frame_recv_start_arg *arg, void *ud)
-{
-    kr_ws_t *ws = ud;
-    KR_UNUSED(ctx);
-    /* wslay allocates a chunk per frame (about 48 bytes for a 1-byte fragment), so its
-     * message limit alone does not bound the memory of a message sent in tiny pieces. */
-    if (arg->opcode == WSLAY_TEXT_FRAME || arg->opcode == WSLAY_BINARY_FRAME)
-        ws->fragments = 1;
-    else if (arg->opcode == WSLAY_CONTINUATION_FRAME)
-        ws->fragments++;
-    if (ws->fragments > ws->opts.max_fragments)
-        fail(ws, KR_WS_CLOSE_TOO_BIG);
-    else if (arg->opcode == WSLAY_CONNECTION_CLOSE && arg->payload_length == 1)
-        fail(ws, KR_WS_CLOSE_PROTOCOL_ERROR); /* wslay reads it as "no code" (section 5.5.1) */
-}
-
-static void on_msg(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_recv_arg *arg,
-                   void *ud)
-{
-    kr_ws_t *ws = ud;
-    switch (arg->opcode) {
-    case WSLAY_TEXT_FRAME:
-    case WSLAY_BINARY_FRAME:
-        ws->fragments = 0;
-        if (ws->closing || ws->dead || ws->h.on_message == NULL)
-            return;
-        /* Text was validated as UTF-8 by wslay as it arrived (failing fast with 1007). */
-        ws->h.on_message(ws, arg->opcode == WSLAY_BINARY_FRAME,
-                         arg->msg ? (const char *)arg->msg : "", arg->msg_length, ws->ud);
-        /* The handler may have closed the connection: end wslay's loop at this frame. */
-        if (ws->dead || kr_conn_is_closing(ws->conn))
-            wslay_event_shutdown_read(ctx);
-        break;
-    case WSLAY_CONNECTION_CLOSE:
-        ws->closing = 1; /* wslay queued the reply (or had sent ours) and stopped reading */
-        break;
-    default:
-        break; /* ping: wslay queued the pong; an unsolicited pong is ignored */
-    }
-}
-
-/* wslay_event_recv failed: a frame it could not parse (a bad length encoding, a control frame
- * over 125 bytes or fragmented) or out of memory. It queued a close frame without a code;
- * send 1002 (1011) ourselves instead, unless a close of ours is already on its way. */
-static void recv_failed(kr_ws_t *ws, int rv)
-{
-    wslay_event_shutdown_read(ws->ctx);
-    ws->closing = 1;
-    if (ws->close_requested || ws->fail_code)
-        return; /* wslay refused its own close (one was queued): pump() sends ours */
-    int code = rv == WSLAY_ERR_NOMEM ? KR_WS_CLOSE_INTERNAL_ERROR : KR_WS_CLOSE_PROTOCOL_ERROR;
+    ws->read_done = 1;
+    ws->in_msg = 0;
+    ws->frame_left = 0;
+    msg_drop(ws);
+    if (ws->sent_code || ws->closing)
+        return;
     uint8_t payload[2] = {(uint8_t)(code >> 8), (uint8_t)code};
-    wslay_event_shutdown_write(ws->ctx);
-    kr_conn_write(ws->conn, kr_ws_frame_new(KR_WS_OP_CLOSE, payload, 2));
-    ws->fail_code = code;
+    ws->fail_code = (uint16_t)code;
+    send_close(ws, code, payload, 2);
+}
+
+/* ---- the frame parser ------------------------------------------------------------------- */
+
+/* XORs p[0..n) with the masking key, starting at key byte off, eight bytes at a time. */
+static void unmask(uint8_t *p, size_t n, const uint8_t key[4], unsigned off)
+{
+    uint8_t k[8];
+    for (unsigned i = 0; i < 8; i++)
+        k[i] = key[(off + i) & 3];
+    uint64_t kw;
+    memcpy(&kw, k, 8);
+    size_t i = 0;
+    for (; n - i >= 8; i += 8) {
+        uint64_t w;
+        memcpy(&w, p + i, 8);
+        w ^= kw;
+        memcpy(p + i, &w, 8);
+    }
+    for (; i < n; i++)
+        p[i] ^= k[i & 7];
+}
+
+/* Feeds text bytes to the incremental UTF-8 check of m (the same rules as kr_utf8_valid:
+ * Unicode table 3-7, no overlong forms, surrogates or code points above U+10FFFF). Returns 0
+ * at the first byte that no valid text can contain, so a bad message fails fast, whatever
+ * the fragment boundaries. A code point may be left incomplete: see message_done. */
+static int utf8_feed(ws_msg_t *m, const uint8_t *s, size_t n)
+{
+    unsigned need = m->u8need, lo = m->u8lo, hi = m->u8hi;
+    size_t i = 0;
+    while (i < n) {
+        if (need == 0) {
+            while (n - i >= 8) { /* ASCII runs, eight bytes at a time */
+                uint64_t w;
+                memcpy(&w, s + i, 8);
+                if (w & UINT64_C(0x8080808080808080))
+                    break;
+                i += 8;
+            }
+            if (i >= n)
+                break;
+            unsigned b = s[i++];
+            lo = 0x80;
+            hi = 0xbf;
+            if (b < 0x80)
+                continue;
+            if (b >= 0xc2 && b <= 0xdf)
+                need = 1;
+            else if (b >= 0xe0 && b <= 0xef) {
+                need = 2;
+                if (b == 0xe0)
+                    lo = 0xa0; /* overlong */
+                else if (b == 0xed)
+                    hi = 0x9f; /* surrogates */
+            } else if (b >= 0xf0 && b <= 0xf4) {
+                need = 3;
+                if (b == 0xf0)
+                    lo = 0x90; /* overlong */
+                else if (b == 0xf4)
+                    hi = 0x8f; /* above U+10FFFF */
+            } else {
+                return 0;
+            }
+        } else {
+            unsigned b = s[i++];
+            if (b < lo || b > hi)
+                return 0;
+            need--;
+            lo = 0x80;
+            hi = 0xbf;
+        }
+    }
+    m->u8need = (uint8_t)need;
+    m->u8lo = (uint8_t)lo;
+    m->u8hi = (uint8_t)hi;
+    return 1;
+}
+
+/* Starts reassembling a message; room for cap bytes to begin with (the limit was checked). */
+static void msg_start(kr_ws_t *ws, int binary, size_t cap)
+{
+    KR_ASSERT(ws->msg == NULL);
+    ws_msg_t *m = kr_malloc(sizeof(*m) + cap);
+    m->len = 0;
+    m->cap = cap;
+    m->binary = (uint8_t)binary;
+    m->u8need = 0;
+    m->u8lo = 0x80;
+    m->u8hi = 0xbf;
+    ws->msg = m;
+}
+
+/* Makes room for need bytes in the message in progress: doubling, never past max_message
+ * (need never is: the frame headers were checked against it). */
+static void msg_reserve(kr_ws_t *ws, size_t need)
+{
+    ws_msg_t *m = ws->msg;
+    KR_ASSERT(need <= ws->max_message);
+    if (need <= m->cap)
+        return;
+    size_t cap = m->cap ? m->cap : 256;
+    while (cap < need)
+        cap = cap > ws->max_message / 2 ? ws->max_message : cap * 2;
+    if (cap > ws->max_message)
+        cap = ws->max_message;
+    m = kr_realloc(m, sizeof(*m) + cap);
+    m->cap = cap;
+    ws->msg = m;
+}
+
+/* Appends already unmasked payload bytes to the message in progress. Returns 0 when the text
+ * went bad (the connection failed with 1007). */
+static int msg_append(kr_ws_t *ws, const uint8_t *p, size_t n)
+{
+    msg_reserve(ws, ws->msg->len + n);
+    ws_msg_t *m = ws->msg;
+    if (!m->binary && !utf8_feed(m, p, n)) {
+        fail(ws, KR_WS_CLOSE_INVALID_DATA);
+        return 0;
+    }
+    if (n)
+        memcpy(m->data + m->len, p, n);
+    m->len += n;
+    return 1;
+}
+
+/* Hands a complete message to the handler; data is only valid during the call. */
+static void deliver(kr_ws_t *ws, int binary, const void *data, size_t len)
+{
+    if (ws->closing || ws->dead || ws->h.on_message == NULL)
+        return;
+    ws->h.on_message(ws, binary, len ? (const char *)data : "", len, ws->ud);
+    /* The handler may have closed the connection: read nothing more. */
+    if (ws->dead || kr_conn_is_closing(ws->conn) || ws->conn->close_after_flush)
+        ws->read_done = 1;
+}
+
+/* The last frame of a reassembled message is in. */
+static void message_done(kr_ws_t *ws)
+{
+    ws_msg_t *m = ws->msg;
+    if (!m->binary && m->u8need != 0) {
+        fail(ws, KR_WS_CLOSE_INVALID_DATA); /* ends inside a code point */
+        return;
+    }
+    deliver(ws, m->binary, m->data, m->len);
+    msg_drop(ws); /* the kr_ws_t is still there: depth > 0 */
+}
+
+/* RFC 6455 section 7.4: the codes a close frame may carry (1004-1006, 1015 and the
+ * unassigned ones are not; 1012-1014 were registered later and are refused like wslay does). */
+static int valid_close_code(unsigned code)
+{
+    return (code >= 1000 && code <= 1003) || (code >= 1007 && code <= 1011) ||
+           (code >= 3000 && code <= 4999);
+}
+
+/* The peer's close frame (payload unmasked, at most 125 bytes). */
+static void peer_close(kr_ws_t *ws, const uint8_t *p, size_t n)
+{
+    unsigned code = KR_WS_CLOSE_NO_STATUS;
+    if (n == 1) {
+        fail(ws, KR_WS_CLOSE_PROTOCOL_ERROR); /* a code is two bytes (section 5.5.1) */
+        return;
+    }
+    if (n >= 2) {
+        code = ((unsigned)p[0] << 8) | p[1];
+        if (!valid_close_code(code)) {
+            fail(ws, KR_WS_CLOSE_PROTOCOL_ERROR);
+            return;
+        }
+        if (!kr_utf8_valid((const char *)p + 2, n - 2)) {
+            fail(ws, KR_WS_CLOSE_INVALID_DATA);
+            return;
+        }
+    }
+    ws->recv_code = (uint16_t)code;
+    ws->read_done = 1;
+    ws->in_msg = 0;
+    msg_drop(ws); /* a message cut short by the close is lost */
+    /* Answer with the same code and reason (an empty close for an empty one), unless our
+     * close went first: then this is its answer. */
+    if (!ws->sent_code && !ws->closing)
+        send_close(ws, (int)code, p, n);
+    ws->closing = 1;
+}
+
+static void control_frame(kr_ws_t *ws, int op, const uint8_t *p, size_t n)
+{
+    if (op == KR_WS_OP_PING) {
+        /* Nothing follows our close frame, not even a pong (section 5.5.1). */
+        if (!ws->closing)
+            (void)kr_conn_write(ws->conn, kr_ws_frame_new(KR_WS_OP_PONG, p, n));
+    } else if (op == KR_WS_OP_CLOSE) {
+        peer_close(ws, p, n);
+    }
+    /* A pong: nothing to do (we send no pings). */
+}
+
+/* Payload bytes p[0..n) of the frame being streamed (ws->frame_left counts them down). */
+static void stream_payload(kr_ws_t *ws, uint8_t *p, size_t n)
+{
+    ws->frame_left -= n;
+    if (ws->closing)
+        msg_drop(ws); /* our close crossed the message: its bytes are skipped */
+    if (ws->msg) {
+        unmask(p, n, ws->mask, ws->mask_off);
+        ws->mask_off = (uint8_t)((ws->mask_off + n) & 3);
+        if (!msg_append(ws, p, n))
+            return;
+    }
+    if (ws->frame_left == 0 && ws->frame_fin && ws->msg)
+        message_done(ws);
+}
+
+/* Reads the frames in p[0..len) (the read buffer), unmasking in place. Returns how many bytes
+ * were used: the rest is the start of a frame that will fit in the read buffer once complete.
+ * Stops early when reading is over (ws->read_done) or the connection closed (ws->dead). */
+static size_t parse(kr_ws_t *ws, uint8_t *p, size_t len)
+{
+    size_t off = 0;
+    while (off < len && !ws->read_done && !ws->dead) {
+        if (ws->frame_left > 0) {
+            size_t n = len - off;
+            if (n > ws->frame_left)
+                n = (size_t)ws->frame_left;
+            stream_payload(ws, p + off, n);
+            off += n;
+            continue;
+        }
+        /* A frame header (section 5.2), checked as far as its bytes have arrived. */
+        const uint8_t *h = p + off;
+        size_t avail = len - off;
+        int fin = h[0] >> 7, op = h[0] & 0x0f, control = op & 0x08;
+        if (h[0] & 0x70) { /* RSV1-3: we negotiate no extension */
+            fail(ws, KR_WS_CLOSE_PROTOCOL_ERROR);
+            break;
+        }
+        if (control ? (op > KR_WS_OP_PONG || !fin) : (op > KR_WS_OP_BINARY)) {
+            fail(ws, KR_WS_CLOSE_PROTOCOL_ERROR); /* unknown opcode, fragmented control frame */
+            break;
+        }
+        if (!control && (op == KR_WS_OP_CONT) != (ws->in_msg != 0)) {
+            fail(ws, KR_WS_CLOSE_PROTOCOL_ERROR); /* nothing to continue, or a message inside one */
+            break;
+        }
+        if (avail < 2)
+            break;
+        if (!(h[1] & 0x80) || (control && (h[1] & 0x7f) > 125)) {
+            fail(ws, KR_WS_CLOSE_PROTOCOL_ERROR); /* client frames are masked (section 5.3) */
+            break;
+        }
+        uint64_t plen = h[1] & 0x7f;
+        size_t hl = 2;
+        if (plen == 126) {
+            if (avail < 4)
+                break;
+            plen = ((uint64_t)h[2] << 8) | h[3];
+            hl = 4;
+            if (plen < 126) {
+                fail(ws, KR_WS_CLOSE_PROTOCOL_ERROR); /* not the minimal length encoding */
+                break;
+            }
+        } else if (plen == 127) {
+            if (avail < 10)
+                break;
+            plen = 0;
+            for (int i = 0; i < 8; i++)
+                plen = (plen << 8) | h[2 + i];
+            hl = 10;
+            if ((plen >> 63) || plen <= 0xffff) {
+                fail(ws, KR_WS_CLOSE_PROTOCOL_ERROR); /* top bit set, or not minimal */
+                break;
+            }
+        }
+        if (!control) {
+            /* The limits, before a byte of the payload: the reassembled size and the frame
+             * count (a message in tiny pieces costs a header each). */
+            size_t have = op == KR_WS_OP_CONT && ws->msg ? ws->msg->len : 0;
+            unsigned frames = op == KR_WS_OP_CONT ? ws->frames + 1 : 1;
+            if (plen > ws->max_message - have || frames > ws->max_fragments) {
+                fail(ws, KR_WS_CLOSE_TOO_BIG);
+                break;
+            }
+        }
+        hl += 4; /* the masking key */
+        if (avail < hl)
+            break;
+        const uint8_t *key = h + hl - 4;
+        uint8_t *payload = p + off + hl;
+        size_t inbuf = avail - hl;
+        if (control) {
+            if (inbuf < plen) {
+                if (hl + plen > ws->conn->rmax)
+                    fail(ws, KR_WS_CLOSE_TOO_BIG); /* a read buffer under 131 bytes */
+                break;
+            }
+            unmask(payload, (size_t)plen, key, 0);
+            off += hl + (size_t)plen;
+            control_frame(ws, op, payload, (size_t)plen);
+            continue;
+        }
+        size_t n = (size_t)plen; /* at most max_message */
+        if (ws->closing) {
+            /* After our close frame data is dropped: skip the payload as it comes. */
+            msg_drop(ws);
+            ws->frames = fin ? 0 : (op == KR_WS_OP_CONT ? ws->frames + 1 : 1);
+            ws->in_msg = !fin;
+            off += hl;
+            ws->frame_left = n;
+            ws->frame_fin = (unsigned)fin;
+            continue;
+        }
+        if (inbuf < n && hl + n <= ws->conn->rmax)
+            break; /* it will fit in the read buffer: wait for the rest */
+        ws->frames = fin ? 0 : (op == KR_WS_OP_CONT ? ws->frames + 1 : 1);
+        ws->in_msg = !fin;
+        if (inbuf >= n) {
+            /* The whole frame is here: unmask it where it lies. */
+            unmask(payload, n, key, 0);
+            off += hl + n;
+            if (op != KR_WS_OP_CONT && fin) {
+                /* A whole message, delivered from the read buffer without a copy. */
+                if (op == KR_WS_OP_TEXT && !kr_utf8_valid((const char *)payload, n)) {
+                    fail(ws, KR_WS_CLOSE_INVALID_DATA);
+                    break;
+                }
+                deliver(ws, op == KR_WS_OP_BINARY, payload, n);
+                continue;
+            }
+            if (op != KR_WS_OP_CONT)
+                msg_start(ws, op == KR_WS_OP_BINARY, 0);
+            if (msg_append(ws, payload, n) && fin)
+                message_done(ws);
+            continue;
+        }
+        /* Larger than the read buffer can ever hold: take its payload as it arrives. A whole
+         * message gets a buffer of exactly its size. */
+        if (op != KR_WS_OP_CONT)
+            msg_start(ws, op == KR_WS_OP_BINARY, fin ? n : 0);
+        msg_reserve(ws, ws->msg->len + n);
+        memcpy(ws->mask, key, 4);
+        ws->mask_off = 0;
+        ws->frame_left = n;
+        ws->frame_fin = (unsigned)fin;
+        off += hl;
+    }
+    return off;
 }
 
 /* ---- connection protocol ---------------------------------------------------------------- */
@@ -404,20 +695,22 @@ static void recv_failed(kr_ws_t *ws, int rv)
 static void ws_on_read(kr_conn_t *c)
 {
     kr_ws_t *ws = c->proto_data;
-    if (ws == NULL || ws->finished || !wslay_event_want_read(ws->ctx)) {
+    if (ws == NULL || ws->finished || ws->read_done) {
         kr_conn_consume(c, c->rlen); /* nobody reads these any more */
         return;
     }
+    if (ws->in_parse)
+        return; /* re-entered from a handler: the outer parse() takes the bytes */
     ws_enter(ws);
-    ws->in_recv = 1;
-    ws->roff = 0;
-    int rv = wslay_event_recv(ws->ctx);
-    ws->in_recv = 0;
+    ws->in_parse = 1;
+    /* Only the bytes of this read (the read buffer is capped): a flooding peer cannot hold
+     * the loop longer. */
+    size_t used = parse(ws, (uint8_t *)c->rbuf, c->rlen);
+    ws->in_parse = 0;
     if (!ws->dead) {
-        kr_conn_consume(c, ws->roff);
-        if (rv != 0)
-            recv_failed(ws, rv);
-        pump(ws);
+        kr_conn_consume(c, ws->read_done ? c->rlen : used);
+        if (ws->read_done)
+            end_ws(ws);
     }
     ws_leave(ws);
 }
@@ -431,7 +724,9 @@ static void ws_on_eof(kr_conn_t *c)
         return;
     }
     ws_enter(ws);
-    wslay_event_shutdown_read(ws->ctx);
+    ws->read_done = 1;
+    if (!ws->in_parse)
+        msg_drop(ws);
     end_ws(ws); /* what is queued still goes out: the peer may read after its FIN */
     ws_leave(ws);
 }
@@ -477,51 +772,45 @@ static const kr_conn_proto_t ws_proto = {
     .on_close = ws_on_conn_close,
 };
 
-static kr_ws_t *ws_new(kr_conn_t *c, const kr_ws_handler_t *h, void *ud, const kr_ws_opts_t *opts)
+static kr_ws_t *ws_new(kr_conn_t *c, const kr_ws_handler_t *h, void *ud, const kr_ws_opts_t *o)
 {
-    static const struct wslay_event_callbacks callbacks = {
-        .recv_callback = recv_cb,
-        .send_callback = send_cb,
-        .on_frame_recv_start_callback = on_frame_start,
-        .on_msg_recv_callback = on_msg,
-    };
     kr_ws_t *ws = kr_calloc(1, sizeof(*ws));
     ws->conn = c;
     if (h)
         ws->h = *h;
     ws->ud = ud;
-    if (opts)
-        ws->opts = *opts;
-    else
-        kr_ws_opts_default(&ws->opts);
-    if (wslay_event_context_server_init(&ws->ctx, &callbacks, ws) != 0) {
-        /* Only fails for lack of memory: abort like kr_malloc does. */
-        KR_LOG(KR_LOG_FATAL, "ws", "out of memory creating a wslay context");
-        abort();
-    }
-    /* wslay then answers a larger message with 1009; its default is 2 GiB. Reserved bits stay
-     * disallowed (wslay's default: 1002), as we negotiate no extension. */
-    wslay_event_config_set_max_recv_msg_length(ws->ctx, ws->opts.max_message);
+    ws->max_message = o->max_message;
+    ws->max_fragments = o->max_fragments;
+    ws->close_timeout_ms = o->close_timeout_ms;
     return ws;
 }
 
-static void apply_limits(kr_ws_t *ws)
+static void apply_limits(kr_conn_t *c, const kr_ws_opts_t *o)
 {
-    kr_conn_t *c = ws->conn;
-    c->low_water = ws->opts.low_water;
-    c->high_water = ws->opts.high_water;
-    c->hard_limit = ws->opts.hard_limit;
+    c->low_water = o->low_water;
+    c->high_water = o->high_water;
+    c->hard_limit = o->hard_limit;
     c->deadline_ms = 0;
+}
+
+static const kr_ws_opts_t *opts_or_default(const kr_ws_opts_t *opts, kr_ws_opts_t *tmp)
+{
+    if (opts)
+        return opts;
+    kr_ws_opts_default(tmp);
+    return tmp;
 }
 
 kr_ws_t *kr__ws_start(kr_conn_t *c, const kr_ws_handler_t *h, void *ud, const kr_ws_opts_t *opts)
 {
     if (kr_conn_is_closing(c) || c->close_after_flush)
         return NULL;
+    kr_ws_opts_t tmp;
+    opts = opts_or_default(opts, &tmp);
     kr_ws_t *ws = ws_new(c, h, ud, opts);
     c->proto = &ws_proto;
     c->proto_data = ws;
-    apply_limits(ws);
+    apply_limits(c, opts);
     kr_conn_read_start(c);
     return ws;
 }
@@ -554,12 +843,14 @@ kr_ws_t *kr_ws_accept(kr_http_req_t *req, const kr_ws_handler_t *h, void *ud,
     if (kr_conn_write_copy(c, head, (size_t)n) != 0)
         return NULL;
     req->status = 101; /* for whoever logs the request */
+    kr_ws_opts_t tmp;
+    opts = opts_or_default(opts, &tmp);
     kr_ws_t *ws = ws_new(c, h, ud, opts);
     if (kr_http_take_over(req, &ws_proto, ws) == NULL) {
         ws_free(ws);
         return NULL;
     }
-    apply_limits(ws);
+    apply_limits(c, opts);
     return ws;
 }
 
@@ -570,22 +861,26 @@ void kr_ws_close(kr_ws_t *ws, int code, const char *reason)
     kr_conn_t *c = ws->conn;
     if (ws->closing || ws->dead || kr_conn_is_closing(c))
         return;
-    size_t rlen = reason && code ? strlen(reason) : 0;
-    if (rlen > KR_WS_MAX_REASON) {
-        rlen = KR_WS_MAX_REASON;
-        while (rlen > 0 && ((unsigned char)reason[rlen] & 0xc0) == 0x80)
-            rlen--; /* don't cut a UTF-8 sequence: the peer would fail us with 1007 */
+    uint8_t payload[2 + KR_WS_MAX_REASON];
+    size_t n = 0;
+    if ((uint16_t)code != 0) {
+        size_t rlen = reason ? strlen(reason) : 0;
+        if (rlen > KR_WS_MAX_REASON) {
+            rlen = KR_WS_MAX_REASON;
+            while (rlen > 0 && ((unsigned char)reason[rlen] & 0xc0) == 0x80)
+                rlen--; /* don't cut a UTF-8 sequence: the peer would fail us with 1007 */
+        }
+        payload[0] = (uint8_t)(code >> 8);
+        payload[1] = (uint8_t)code;
+        if (rlen)
+            memcpy(payload + 2, reason, rlen);
+        n = 2 + rlen;
     }
-    ws->closing = 1;
-    if (wslay_event_queue_close(ws->ctx, (uint16_t)code, (const uint8_t *)reason, rlen) != 0)
-        return; /* wslay has a close of its own queued or sent already */
-    ws->close_requested = 1;
-    c->deadline_ms = uv_now(c->server->loop) + ws->opts.close_timeout_ms;
-    if (ws->in_recv)
-        return; /* ws_on_read writes it when wslay_event_recv returns */
-    ws_enter(ws);
-    pump(ws);
-    ws_leave(ws);
+    /* Written at once, even from inside on_message: what the handler queued before goes
+     * first, and nothing after it (kr_ws_send_* refuse from now on). */
+    send_close(ws, n ? code : KR_WS_CLOSE_NO_STATUS, payload, n);
+    if (ws->sent_code)
+        c->deadline_ms = uv_now(c->server->loop) + ws->close_timeout_ms;
 }
 
 kr_conn_t *kr_ws_conn(kr_ws_t *ws)
@@ -606,4 +901,9 @@ void kr_ws_set_userdata(kr_ws_t *ws, void *ud)
 size_t kr_ws_queued(const kr_ws_t *ws)
 {
     return ws->dead ? 0 : kr_conn_queued(ws->conn);
+}
+
+size_t kr__ws_reassembly_bytes(const kr_ws_t *ws)
+{
+    return ws->msg ? sizeof(*ws->msg) + ws->msg->cap : 0;
 }

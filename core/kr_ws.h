@@ -4,16 +4,20 @@
  * and takes the connection over from kr_http (kr_http_take_over). From then on the
  * connection's protocol ops are this module's.
  *
- * Inbound, wslay does the work: frame parsing, unmasking, reassembly of fragments, UTF-8
- * validation of text messages and close reasons, the pong for every ping and the close
- * reply. Its send callback appends every byte it is given to the connection's output queue,
- * so wslay never holds a half-written frame and its own queue stays empty.
- * Outbound data frames never go through wslay (it would copy every message): our encoder
- * (kr_ws_frame_new) writes them straight into the output queue. Server frames are unmasked,
- * so one encoded frame can be queued on any number of connections (a broadcast).
- * A consequence: a pong or close reply is appended when wslay_event_recv has returned, so it
- * can land behind data frames that a message handler queued during that call. RFC 6455
- * allows control frames anywhere between frames, so the peer cannot tell the difference.
+ * Inbound, our own strict server-side parser (kr_ws.c) reads the frames where they lie in the
+ * connection's read buffer: a complete frame is unmasked in place and a whole message is
+ * handed to on_message without a copy; only a fragmented message (or a single frame too big
+ * for the read buffer) is reassembled, in a buffer that exists only while that message is in
+ * progress, so an idle WebSocket owns nothing but its kr_ws_t. It fails the connection with
+ * 1002 for a broken frame (unmasked, RSV bits, unknown opcode, fragmented or oversized control
+ * frame, non-minimal length, a continuation out of place, a bad close code), 1007 for text or
+ * a close reason that is not UTF-8 (checked as each fragment arrives) and 1009 for a message
+ * over max_message or max_fragments (decided by the frame header, before its payload). It
+ * answers every ping with a pong and the peer's close with the same code and reason.
+ * Outbound frames (data, pong, close) are encoded by kr_ws_frame_new and appended to the
+ * connection's output queue at once. Server frames are unmasked, so one encoded frame can be
+ * queued on any number of connections (a broadcast). RFC 6455 allows control frames anywhere
+ * between frames, so a pong may follow data frames that a message handler queued first.
  *
  * Closing: on_close is called exactly once per WebSocket, when the close handshake is over
  * (the peer's close frame answered, or our close answered), when we fail the connection on
@@ -21,9 +25,10 @@
  * slow consumer, server shutdown, close timeout). The TCP connection is closed after the
  * last close frame has been written; the server closes first, as RFC 6455 section 7.1.1 asks.
  *
- * Owns: the kr_ws_t and its wslay context (freed once the connection has closed and no call
- * of ours is on the stack). Calls: kr_conn, kr_http (upgrade only), wslay, OpenSSL (SHA-1
- * and base64 for Sec-WebSocket-Accept). Calls up only through kr_ws_handler_t.
+ * Owns: the kr_ws_t and its reassembly buffer (freed once the connection has closed and no
+ * call of ours is on the stack). Calls: kr_conn, kr_http (upgrade only), kr_json (UTF-8
+ * check), OpenSSL (SHA-1 and base64 for Sec-WebSocket-Accept). Calls up only through
+ * kr_ws_handler_t.
  */
 #ifndef KR_WS_H
 #define KR_WS_H
@@ -148,5 +153,8 @@ size_t kr_ws_queued(const kr_ws_t *ws);
  * detached) that has no protocol state of its own, without an HTTP upgrade. Returns NULL if
  * the connection is closing. */
 kr_ws_t *kr__ws_start(kr_conn_t *c, const kr_ws_handler_t *h, void *ud, const kr_ws_opts_t *opts);
+/* For unit tests: bytes allocated for the message being reassembled (0 when none is in
+ * progress, which is always the case between messages). */
+size_t kr__ws_reassembly_bytes(const kr_ws_t *ws);
 
 #endif

@@ -68,12 +68,6 @@ static void finish(kr_fiber_t *f, kr_fiber_status_e status)
     kr_vm_unref(vm);
 }
 
-/* The slice is measured in elapsed time while the fiber runs without yielding: that is
- * exactly how long it blocks the loop, which is what the limit protects. */
-static uint64_t slice_now_ns(void)
-{
-    return uv_hrtime();
-}
 
 static void resume(kr_fiber_t *f)
 {
@@ -85,7 +79,7 @@ static void resume(kr_fiber_t *f)
     uint64_t outer_deadline = app->slice_deadline_ns;
     int outer_tripped = app->slice_tripped;
     app->running = f;
-    app->slice_deadline_ns = slice_now_ns() + f->vm->lua_limits.max_slice_ms * 1000000ull;
+    app->slice_deadline_ns = kr_lua_cpu_ns() + f->vm->lua_limits.max_slice_ms * 1000000ull;
     app->slice_tripped = 0;
     kr__lua_reset_hook(f->co);
     int st = lua_resume(f->co, NULL, nargs, &nres);

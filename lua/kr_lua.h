@@ -116,6 +116,8 @@ int kr_lua_pcall_traceback(lua_State *L, int nargs, int nresults);
 
 /* Installed by kr_lua_core.c / kr_lua_http.c into the kr table at VM creation. */
 void kr__lua_open_core(lua_State *L, kr_vm_t *vm);
+/* CPU time of the calling thread in nanoseconds (the clock of the slice and load budget). */
+uint64_t kr_lua_cpu_ns(void);
 /* Puts the normal slice hook (every 10k instructions) on L. */
 void kr__lua_reset_hook(lua_State *L);
 void kr__lua_open_http(lua_State *L, kr_vm_t *vm);

@@ -38,7 +38,6 @@ typedef struct route_call_s {
     kr_http_req_t *req;
     req_box_t *rq;
     res_box_t *rs;
-    int rq_ref, rs_ref;
     kr_route_match_t match;
 } route_call_t;
 
@@ -177,7 +176,13 @@ static int l_req_index(lua_State *L)
     if (lua_rawget(L, -2) != LUA_TNIL && k[0] != '_')
         return 1; /* a method */
     lua_pop(L, 2);
-    lua_getiuservalue(L, 1, 1);
+    if (lua_getiuservalue(L, 1, 1) != LUA_TTABLE) {
+        /* The cache is made on first use: a handler that reads no field costs no table. */
+        lua_pop(L, 1);
+        lua_createtable(L, 0, 4);
+        lua_pushvalue(L, -1);
+        lua_setiuservalue(L, 1, 1);
+    }
     lua_pushvalue(L, 2);
     if (lua_rawget(L, -2) != LUA_TNIL)
         return 1;
@@ -563,10 +568,9 @@ static void route_done(kr_fiber_t *f, kr_fiber_status_e status, void *ud)
         res_box_t *rs = call->rs;
         int st = rs->status ? rs->status : 204;
         rs->sent = 1;
-        lua_State *L = vm->L;
-        lua_rawgeti(L, LUA_REGISTRYINDEX, call->rs_ref);
+        lua_State *L = f->co;
         lua_pushcfunction(L, l_res_send);
-        lua_insert(L, -2);
+        lua_pushvalue(L, 2); /* res, kept at the bottom of the coroutine */
         rs->sent = 0;
         lua_pushnil(L);
         lua_pushinteger(L, st);
@@ -581,8 +585,6 @@ static void route_done(kr_fiber_t *f, kr_fiber_status_e status, void *ud)
     }
     call->rq->req = NULL;
     call->rs->req = NULL;
-    luaL_unref(vm->L, LUA_REGISTRYINDEX, call->rq_ref);
-    luaL_unref(vm->L, LUA_REGISTRYINDEX, call->rs_ref);
     kr_http_req_unref(req);
     kr_free(call);
 }
@@ -640,29 +642,24 @@ void kr__lua_handle_request(kr_http_req_t *req, void *ud)
         kr_http_respond_text(req, 503, "text/plain; charset=utf-8", "Service Unavailable", 19);
         return;
     }
-    lua_State *L = vm->L;
     call->req = req;
     kr_http_req_ref(req);
     app->active_requests++;
     /* stack of co: handler req res */
     lua_State *co = f->co;
-    lua_rawgeti(co, LUA_REGISTRYINDEX, (int)(intptr_t)call->match.data);
+    /* stack of co: req res handler req res. The first two stay at the bottom of the coroutine
+     * for the fiber's whole life (no registry references); the handler gets the copies. */
     call->rq = lua_newuserdatauv(co, sizeof(req_box_t), 1);
     call->rq->req = req;
     call->rq->match = &call->match;
     luaL_setmetatable(co, REQ_MT);
-    lua_newtable(co);
-    lua_setiuservalue(co, -2, 1);
-    lua_pushvalue(co, -1);
-    lua_xmove(co, L, 1);
-    call->rq_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     call->rs = lua_newuserdatauv(co, sizeof(res_box_t), 1);
     memset(call->rs, 0, sizeof(res_box_t));
     call->rs->req = req;
     luaL_setmetatable(co, RES_MT);
-    lua_pushvalue(co, -1);
-    lua_xmove(co, L, 1);
-    call->rs_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_rawgeti(co, LUA_REGISTRYINDEX, (int)(intptr_t)call->match.data);
+    lua_pushvalue(co, 1);
+    lua_pushvalue(co, 2);
     f->nargs = 2;
     f->is_request = 1;
     kr_fiber_start(f);

@@ -17,9 +17,10 @@
  *             open packet 0{...}, send 40, receive 40{...}. Server pings "2" are answered with "3".
  *             A message is a 42[...] packet.
  *
- * Latency: the servers put "t":<microseconds since the epoch, CLOCK_REALTIME> in each message; the
- * receive time of the read that delivered it minus t goes into a log-linear histogram (about 3%
- * resolution). Only messages inside the measurement window are counted.
+ * Latency: the servers put "t":<microseconds since the epoch, CLOCK_REALTIME> in each message (the
+ * last "t": key of the message is used); the receive time of the read that delivered it minus t
+ * goes into a log-linear histogram (about 3% resolution). Only messages inside the measurement
+ * window are counted. The WebSocket key is fixed (RFC 6455's sample); the accept is checked.
  *
  * Timeline (stdout, line-buffered, one item per line):
  *   READY <n>     every client has finished connecting (n are handshaken); start the broadcast now
@@ -36,6 +37,10 @@
  * IP_BIND_ADDRESS_NO_PORT, so the port is chosen per 4-tuple), keeping every source address well
  * inside the ephemeral port range. The process needs one fd per client (the hard fd limit on the
  * project's machines is 20,000, so N + slow clients up to about 19,900).
+ *
+ * Slow clients (--slow K): K more clients that connect and handshake like the others, then stop
+ * reading (uv_read_stop); their receive buffer is made small (--slow-rcvbuf) so the server sees
+ * the stall within a second. They keep sending SignalR pings. Their messages are not counted.
  *
  * Read buffers: one loop-wide 256 KiB read buffer; a connection holds its own buffer only while a
  * frame (or an HTTP response) is split across reads.
@@ -121,7 +126,7 @@ static struct {
     const char *host;
     int port;
     const char *path;
-    int clients, slow, concurrency, src_addrs;
+    int clients, slow, slow_rcvbuf, concurrency, src_addrs;
     double duration, warmup, connect_timeout, first_timeout, timeout;
     int conns_only, skip_negotiate, negotiate_reuse, verbose;
     /* runtime */
@@ -398,6 +403,12 @@ static void conn_open(conn_t *c)
     }
     c->tcp.data = c;
     uv_tcp_nodelay(&c->tcp, 1);
+    if (c->slow && g.slow_rcvbuf > 0) {
+        /* A small receive window (set before connect) makes the stall reach the server within
+         * a few messages instead of after megabytes of loopback buffering. */
+        int v = g.slow_rcvbuf;
+        uv_recv_buffer_size((uv_handle_t *)&c->tcp, &v);
+    }
     if (g.src_addrs > 1) {
         uv_os_fd_t fd;
         int one = 1;
@@ -670,6 +681,44 @@ static long handle_upgrade(conn_t *c, const char *d, size_t n)
 
 static void window_first_message(void);
 
+/* Does the key (with its quotes and colon) start at q? q + klen must be within the buffer. */
+static inline int key_at(const char *q, const char *key, size_t klen)
+{
+    for (size_t i = 0; i < klen; i++)
+        if (q[i] != key[i])
+            return 0;
+    return 1;
+}
+
+/* Where the text after the first occurrence of key starts in p[0..n), or NULL. */
+static const char *find_key(const char *p, size_t n, const char *key, size_t klen)
+{
+    if (n >= klen && key_at(p, key, klen)) /* SignalR records start with {"type": */
+        return p + klen;
+    for (const char *q = p; n >= klen && (q = memchr(q, key[0], n - klen + 1 - (size_t)(q - p)));
+         q++)
+        if (key_at(q, key, klen))
+            return q + klen;
+    return NULL;
+}
+
+/* The same for the last occurrence, scanning backwards: the hot path of the load generator.
+ * In every message here "t": sits a few dozen bytes before the end, ahead of "timestamp", so
+ * this costs two or three memrchr calls instead of a forward scan of the whole record. */
+static const char *find_key_last(const char *p, size_t n, const char *key, size_t klen)
+{
+    if (n < klen)
+        return NULL;
+    size_t lim = n - klen + 1; /* a key can start at p[0 .. lim) */
+    const char *q;
+    while (lim > 0 && (q = memrchr(p, key[0], lim)) != NULL) {
+        if (key_at(q, key, klen))
+            return q + klen;
+        lim = (size_t)(q - p);
+    }
+    return NULL;
+}
+
 /* Latency of one message from its "t": field (receive time taken once per read). */
 static void count_message(conn_t *c, const char *p, size_t n, int64_t now_us)
 {
@@ -685,10 +734,9 @@ static void count_message(conn_t *c, const char *p, size_t n, int64_t now_us)
         return;
     c->msgs++;
     g.messages++;
-    const char *t = memmem(p, n, "\"t\":", 4);
+    const char *t = find_key_last(p, n, "\"t\":", 4);
     if (t == NULL)
         return;
-    t += 4;
     const char *e = p + n;
     while (t < e && *t == ' ')
         t++;
@@ -716,13 +764,15 @@ static const char *snip(const char *p, size_t n)
 /* Integer value of "type": in a SignalR record, -1 when absent. */
 static int record_type(const char *p, size_t n)
 {
-    const char *t = memmem(p, n, "\"type\":", 7);
+    const char *t = find_key(p, n, "\"type\":", 7);
     if (t == NULL)
         return -1;
-    t += 7;
     while (t < p + n && *t == ' ')
         t++;
-    return (t < p + n && *t >= '0' && *t <= '9') ? atoi(t) : -1;
+    int v = -1;
+    for (; t < p + n && *t >= '0' && *t <= '9' && v < 1000; t++)
+        v = (v < 0 ? 0 : v * 10) + (*t - '0');
+    return v;
 }
 
 static void signalr_payload(conn_t *c, const char *p, size_t n, int64_t now_us)
@@ -1139,6 +1189,7 @@ static void usage(FILE *f)
           "one)\n"
           "  -n, --clients N       reading clients (default 100)\n"
           "  --slow K              extra clients that handshake, then never read (default 0)\n"
+          "  --slow-rcvbuf B       SO_RCVBUF of the slow clients, 0 = the system's (default 4096)\n"
           "  --concurrency C       connections being set up at once (default 200)\n"
           "  --src-addrs K         spread over 127.0.0.1..127.0.0.K (default: 1 per 4000 clients)\n"
           "  --duration S          measurement window in seconds (default 5)\n"
@@ -1170,6 +1221,7 @@ int main(int argc, char **argv)
         OPT_SKIP,
         OPT_REUSE,
         OPT_SLOW,
+        OPT_SLOWBUF,
         OPT_CONC,
         OPT_SRC,
         OPT_DUR,
@@ -1187,6 +1239,7 @@ int main(int argc, char **argv)
                                          {"negotiate-reuse", 0, 0, OPT_REUSE},
                                          {"clients", 1, 0, 'n'},
                                          {"slow", 1, 0, OPT_SLOW},
+                                         {"slow-rcvbuf", 1, 0, OPT_SLOWBUF},
                                          {"concurrency", 1, 0, OPT_CONC},
                                          {"src-addrs", 1, 0, OPT_SRC},
                                          {"duration", 1, 0, OPT_DUR},
@@ -1202,6 +1255,7 @@ int main(int argc, char **argv)
     g.proto = P_SIGNALR;
     g.clients = 100;
     g.concurrency = 200;
+    g.slow_rcvbuf = 4096;
     g.duration = 5;
     g.warmup = 1;
     g.connect_timeout = 60;
@@ -1240,6 +1294,9 @@ int main(int argc, char **argv)
             break;
         case OPT_SLOW:
             g.slow = (int)parse_num("--slow", optarg, 0, 1000);
+            break;
+        case OPT_SLOWBUF:
+            g.slow_rcvbuf = (int)parse_num("--slow-rcvbuf", optarg, 0, 1 << 24);
             break;
         case OPT_CONC:
             g.concurrency = (int)parse_num("--concurrency", optarg, 1, 10000);

@@ -12,15 +12,20 @@
 #   SCENARIO  fanout      N clients, broadcast as fast as allowed: deliveries/s, server CPU
 #                         seconds per million deliveries (measured over the loadgen's window)
 #             latency     N clients, open-loop publisher at RATE broadcasts/s: p50/p99/p99.9
-#             slow        fanout plus SLOW clients that handshake and never read: the readers'
-#                         deliveries/s and the server's RSS (end and peak)
+#             slow        fanout plus SLOW clients that handshake and never read (with a 4 KiB
+#                         receive buffer): the readers' deliveries/s and the server's RSS (end
+#                         and peak). The server's kernel send buffer still absorbs up to 4 MiB
+#                         (tcp_wmem max) per stalled socket before the server's own queue sees
+#                         it: ~26k messages, so use N=100 (~1k msgs/s per client) and the
+#                         default 30 s window to reach the server's policy
 #             idle        N handshaken idle clients: (RSS after - RSS before) / N
 #             connect     N connects (negotiate + handshake for kestrun): connections/s and
 #                         server CPU µs per connection
 #   N         clients (default 1000; up to ~19,800: one loadgen process, 20,000 fds)
 #
 # Environment (all optional):
-#   DURATION=5        measurement window, s (idle: how long the clients stay idle)
+#   DURATION=5        measurement window, s (idle: how long the clients stay idle; slow: 30 by
+#                     default, see below)
 #   WARMUP=1          s discarded after the first message
 #   RATE=100          latency: broadcasts per second (deliveries/s = RATE x N); pick 10/50/80 %
 #                     of the fanout scenario's msgs_per_s / N
@@ -37,7 +42,8 @@
 # Output fields: server, scenario, n, version, rate, server_cpu_s, server_cpu_pct (of one core,
 # over the window), cpu_s_per_million (server CPU s per million deliveries counted by the
 # clients), cpu_us_per_conn (connect), rss_base_kb, rss_kb, rss_hwm_kb, bytes_per_conn (idle),
-# server_alive, then every field of the loadgen's JSON (msgs_per_s, p50_us, p99_us, p999_us,
+# server_alive, server_stats (the server's GET /stats: broadcasts, skipped/failed sends; null for
+# raw), then every field of the loadgen's JSON (msgs_per_s, p50_us, p99_us, p999_us,
 # connected, errors, loadgen_cpu_s, ...). A server_cpu_pct well under ~95 in fanout means the
 # server was not the bottleneck (compare loadgen_cpu_s / seconds).
 #
@@ -52,6 +58,9 @@ usage() { sed -n '2,40p' "$0" | sed 's/^# \{0,1\}//'; }
 (($# >= 2 && $# <= 3)) || { usage >&2; exit 2; }
 SERVER=$1 SCENARIO=$2 N=${3:-1000}
 
+# slow: 30 s by default. The kernel's send buffer of the stalled socket grows to tcp_wmem's
+# maximum (4 MiB here, ~26k messages) before the server's own queue sees any backpressure.
+[[ $SCENARIO == slow ]] && DURATION=${DURATION:-30}
 DURATION=${DURATION:-5}
 WARMUP=${WARMUP:-1}
 RATE=${RATE:-100}
@@ -198,6 +207,9 @@ cpu1=$(cpu_ticks)
 t1=$EPOCHREALTIME
 rss=$(status_kb VmRSS)
 hwm=$(status_kb VmHWM)
+# The server's own counters (broadcasts, skipped or failed sends); raw_ceiling has none.
+sstats=$(curl -sS --max-time 2 "http://127.0.0.1:$port/stats" 2>/dev/null || true)
+[[ $sstats == '{'*'}' && $sstats != *'"error"'* ]] || sstats=null
 expect '{' 10 || die "no result line from the loadgen"
 result=$line
 alive=true
@@ -216,6 +228,6 @@ extra=$(awk -v tck="$clk_tck" -v c0="$cpu0" -v c1="$cpu1" -v t0="$t0" -v t1="$t1
     printf ",\"cpu_us_per_conn\":%s", ((sc == "connect" && conn > 0) ? sprintf("%.1f", cpu * 1e6 / conn) : "null")
     printf ",\"bytes_per_conn\":%s", ((sc == "idle" && conn > 0) ? sprintf("%.0f", (r - rb) * 1024 / conn) : "null")
   }')
-printf '{"server":"%s","scenario":"%s","n":%d,"version":"%s","rate":%s,%s,"rss_base_kb":%d,"rss_kb":%d,"rss_hwm_kb":%d,"server_alive":%s,%s\n' \
+printf '{"server":"%s","scenario":"%s","n":%d,"version":"%s","rate":%s,%s,"rss_base_kb":%d,"rss_kb":%d,"rss_hwm_kb":%d,"server_alive":%s,"server_stats":%s,%s\n' \
   "$SERVER" "$SCENARIO" "$N" "$version" "$rate" "$extra" "${rss_base:-0}" "${rss:-0}" "${hwm:-0}" \
-  "$alive" "${result#\{}"
+  "$alive" "$sstats" "${result#\{}"

@@ -744,7 +744,7 @@ TEST(oversize_is_1009)
     fx_done(&fx);
     fx_init_opts(&fx, &o);
     n = cframe(buf, FIN | KR_WS_OP_BINARY, payload, 300);
-    feed(&fx, buf, 9); /* the header and one byte: wslay reports a frame with its data */
+    feed(&fx, buf, 9); /* the header and one byte: the header alone decides */
     assert_failed_with(&fx, 1009);
     fx_done(&fx);
 }
@@ -806,8 +806,8 @@ TEST(rsv_bits_are_1002)
     }
 }
 
-/* Frames wslay rejects while parsing the header (it would send a close without a code; we
- * send 1002), and frames it rejects afterwards (it sends 1002 itself). */
+/* Frames rejected by their header (shape, opcode, length encoding, sequence) and by their
+ * payload (close frames): each answered with one close frame 1002, whole or byte by byte. */
 TEST(protocol_errors_are_1002)
 {
     uint8_t big[126];
@@ -887,7 +887,7 @@ TEST(close_from_handler)
     fx_done(&fx);
 }
 
-/* A frame-level error after the handler closed: our close (not wslay's empty one) goes. */
+/* A frame-level error after the handler closed: no second close frame, our code stays. */
 TEST(close_from_handler_then_garbage)
 {
     fx_t fx;
@@ -1019,6 +1019,510 @@ TEST(drain_and_shutdown)
     ASSERT_EQ(frames_of(fx.c, f, 2), 1);
     ASSERT_EQ(rec.nclose, 0);
     fx_done(&fx);
+}
+
+/* ---- the frame parser: splits, lengths, big frames, strictness --------------------------- */
+
+/* Feeds data in pieces of at most chunk bytes, as reads would; stops when the connection takes
+ * no more (it failed or closed). Returns the bytes taken. */
+static size_t feed_chunks(fx_t *fx, const void *data, size_t len, size_t chunk)
+{
+    const uint8_t *p = data;
+    size_t off = 0;
+    while (off < len) {
+        size_t n = len - off < chunk ? len - off : chunk;
+        size_t took = kr__conn_feed(fx->c, p + off, n);
+        if (took == 0)
+            break;
+        off += took;
+    }
+    return off;
+}
+
+static void fill_pattern(uint8_t *p, size_t n, unsigned seed)
+{
+    for (size_t i = 0; i < n; i++)
+        p[i] = (uint8_t)(i * 7 + seed + (i >> 8));
+}
+
+/* Fresh fixture with max_message (and the default limits otherwise). */
+static void fx_init_max(fx_t *fx, size_t max_message)
+{
+    kr_ws_opts_t o;
+    kr_ws_opts_default(&o);
+    o.max_message = max_message;
+    fx_init_opts(fx, &o);
+}
+
+/* A stream of frames split into two reads at every byte position: each read leaves the
+ * incomplete frame in the read buffer, masked, and the next one completes it. */
+TEST(split_at_every_position)
+{
+    static uint8_t buf[1024];
+    char text[300];
+    for (size_t i = 0; i < sizeof(text); i++)
+        text[i] = (char)('A' + i % 26);
+    size_t n = cframe(buf, FIN | KR_WS_OP_TEXT, text, sizeof(text)); /* 16-bit length */
+    n += cframe_str(buf + n, KR_WS_OP_TEXT, "fr\xc3");               /* a split code point */
+    n += cframe_str(buf + n, FIN | KR_WS_OP_PING, "p1");
+    n += cframe_str(buf + n, FIN | KR_WS_OP_CONT, "\xa9gment");
+    n += cframe(buf + n, FIN | KR_WS_OP_BINARY, "\x00\xff\x80", 3);
+    n += cframe_str(buf + n, FIN | KR_WS_OP_TEXT, "");
+    for (size_t k = 0; k <= n; k++) {
+        fx_t fx;
+        fx_init(&fx);
+        if (k > 0)
+            feed(&fx, buf, k);
+        if (k < n)
+            feed(&fx, buf + k, n - k);
+        ASSERT_EQ(fx.c->rlen, 0);
+        ASSERT_EQ(rec.nmsg, 4);
+        ASSERT_MEM_EQ(rec.data[0], rec.len[0], text, sizeof(text));
+        ASSERT_STR_EQ(rec.data[1], "fr\xc3\xa9gment");
+        ASSERT_EQ(rec.binary[2], 1);
+        ASSERT_BYTES(rec.data[2], rec.len[2], "\x00\xff\x80", 3);
+        ASSERT_EQ(rec.len[3], 0);
+        sframe_t f[2];
+        ASSERT_EQ(frames_of(fx.c, f, 2), 1);
+        ASSERT_EQ(f[0].opcode, KR_WS_OP_PONG);
+        ASSERT_MEM_EQ(f[0].payload, f[0].len, "p1", 2);
+        ASSERT_EQ(rec.nclose, 0);
+        ASSERT_EQ(kr__ws_reassembly_bytes(fx.ws), 0);
+        fx_done(&fx);
+    }
+    /* Three reads: every pair of cut points inside the first frame's 8-byte header. */
+    for (size_t i = 1; i < 8; i++) {
+        for (size_t j = i + 1; j <= 8; j++) {
+            fx_t fx;
+            fx_init(&fx);
+            feed(&fx, buf, i);
+            feed(&fx, buf + i, j - i);
+            feed(&fx, buf + j, n - j);
+            ASSERT_EQ(rec.nmsg, 4);
+            ASSERT_MEM_EQ(rec.data[0], rec.len[0], text, sizeof(text));
+            fx_done(&fx);
+        }
+    }
+}
+
+/* Each length encoding at its boundaries, fed in one go (as far as the read buffer takes it)
+ * and in 1000-byte reads. 65535 and up do not fit in the 64 KiB read buffer with their
+ * header: their payload is taken as it arrives. */
+TEST(payload_length_boundaries)
+{
+    static const size_t lens[] = {0, 1, 125, 126, 127, 65535, 65536, 65537, 300000};
+    size_t cap = 300000 + 14;
+    uint8_t *payload = kr_malloc(cap), *buf = kr_malloc(cap);
+    for (size_t i = 0; i < KR_ARRAY_SIZE(lens); i++) {
+        for (int chunked = 0; chunked < 2; chunked++) {
+            for (int binary = 0; binary < 2; binary++) {
+                size_t len = lens[i];
+                if (binary)
+                    fill_pattern(payload, len, (unsigned)i);
+                else
+                    for (size_t k = 0; k < len; k++)
+                        payload[k] = (uint8_t)(' ' + (k * 13 + i) % 95);
+                size_t n = cframe(buf, FIN | (binary ? KR_WS_OP_BINARY : KR_WS_OP_TEXT), payload,
+                                  len);
+                ASSERT_EQ(n, len + 4 + (len < 126 ? 2 : len <= 0xffff ? 4 : 10));
+                fx_t fx;
+                fx_init_max(&fx, 2 * 1024 * 1024);
+                ASSERT_EQ(feed_chunks(&fx, buf, n, chunked ? 1000 : n), n);
+                ASSERT_EQ(rec.nmsg, 1);
+                ASSERT_EQ(rec.binary[0], binary);
+                ASSERT_BYTES(rec.data[0], rec.len[0], payload, len);
+                ASSERT_EQ(kr__ws_reassembly_bytes(fx.ws), 0);
+                ASSERT_EQ(fx.c->outq.bytes, 0);
+                ASSERT_EQ(rec.nclose, 0);
+                fx_done(&fx);
+            }
+        }
+    }
+    kr_free(payload);
+    kr_free(buf);
+}
+
+/* A frame that fits the read buffer exactly waits there (no reassembly buffer); one byte more
+ * and its payload is streamed into a buffer of exactly the message's size. */
+TEST(read_buffer_threshold)
+{
+    size_t rmax = 64 * 1024;
+    uint8_t *payload = kr_malloc(rmax), *buf = kr_malloc(rmax + 16);
+    for (int extra = 0; extra < 2; extra++) {
+        size_t len = rmax - 8 + (size_t)extra; /* 8: a 16-bit length header with its mask */
+        fill_pattern(payload, len, 5);
+        size_t n = cframe(buf, FIN | KR_WS_OP_BINARY, payload, len);
+        ASSERT_EQ(n, rmax + (size_t)extra);
+        fx_t fx;
+        fx_init(&fx);
+        ASSERT_EQ(fx.c->rmax, rmax);
+        feed(&fx, buf, 30000);
+        ASSERT_EQ(rec.nmsg, 0);
+        if (extra) {
+            ASSERT(kr__ws_reassembly_bytes(fx.ws) >= len);
+            ASSERT(kr__ws_reassembly_bytes(fx.ws) < len + 64);
+            ASSERT_EQ(fx.c->rlen, 0); /* taken as it came */
+        } else {
+            ASSERT_EQ(kr__ws_reassembly_bytes(fx.ws), 0);
+            ASSERT_EQ(fx.c->rlen, 30000); /* waiting in the read buffer, still masked */
+        }
+        feed(&fx, buf + 30000, n - 30000);
+        ASSERT_EQ(rec.nmsg, 1);
+        ASSERT_BYTES(rec.data[0], rec.len[0], payload, len);
+        ASSERT_EQ(kr__ws_reassembly_bytes(fx.ws), 0);
+        ASSERT_EQ(fx.c->rlen, 0);
+        fx_done(&fx);
+    }
+    kr_free(payload);
+    kr_free(buf);
+}
+
+/* A single frame far larger than the 64 KiB read buffer, up to max_message. */
+TEST(frame_larger_than_read_buffer)
+{
+    size_t len = 200 * 1000;
+    uint8_t *payload = kr_malloc(len), *buf = kr_malloc(len + 14);
+    fill_pattern(payload, len, 1);
+    size_t n = cframe(buf, FIN | KR_WS_OP_BINARY, payload, len);
+    static const size_t chunks[] = {64 * 1024, 65535, 16384, 1000, 7};
+    for (size_t i = 0; i < KR_ARRAY_SIZE(chunks); i++) {
+        fx_t fx;
+        fx_init_max(&fx, 1024 * 1024);
+        ASSERT_EQ(feed_chunks(&fx, buf, n - 1, chunks[i]), n - 1);
+        ASSERT_EQ(rec.nmsg, 0);
+        ASSERT(kr__ws_reassembly_bytes(fx.ws) >= len);
+        feed(&fx, buf + n - 1, 1);
+        ASSERT_EQ(rec.nmsg, 1);
+        ASSERT_EQ(rec.binary[0], 1);
+        ASSERT_BYTES(rec.data[0], rec.len[0], payload, len);
+        ASSERT_EQ(kr__ws_reassembly_bytes(fx.ws), 0);
+        ASSERT_EQ(fx.c->outq.bytes, 0);
+        fx_done(&fx);
+    }
+    /* Text: 2-, 3- and 4-byte code points cut by the reads anywhere, validated as they come. */
+    static const char *pieces[] = {"a", "\xc3\xa9", "\xe2\x82\xac", "\xf0\x9f\x98\x80"};
+    size_t tl = 0;
+    for (size_t k = 0; tl + 4 <= len; k++) {
+        const char *pc = pieces[k % 4];
+        memcpy(payload + tl, pc, strlen(pc));
+        tl += strlen(pc);
+    }
+    n = cframe(buf, FIN | KR_WS_OP_TEXT, payload, tl);
+    for (size_t chunk = 5; chunk <= 8; chunk++) {
+        fx_t fx;
+        fx_init_max(&fx, 1024 * 1024);
+        ASSERT_EQ(feed_chunks(&fx, buf, n, chunk * 1001), n);
+        ASSERT_EQ(rec.nmsg, 1);
+        ASSERT_EQ(rec.binary[0], 0);
+        ASSERT_BYTES(rec.data[0], rec.len[0], payload, tl);
+        fx_done(&fx);
+    }
+    /* A bad byte deep inside fails the connection when it arrives, not at the end. */
+    payload[100000] = (char)0xff;
+    n = cframe(buf, FIN | KR_WS_OP_TEXT, payload, tl);
+    {
+        fx_t fx;
+        fx_init_max(&fx, 1024 * 1024);
+        size_t took = feed_chunks(&fx, buf, n, 1000);
+        ASSERT(took < 100000 + 10 + 1000 + 1);
+        ASSERT_EQ(rec.nmsg, 0);
+        assert_failed_with(&fx, 1007);
+        ASSERT_EQ(kr__ws_reassembly_bytes(fx.ws), 0);
+        fx_done(&fx);
+    }
+    /* Over max_message: 1009 from the header alone. */
+    {
+        fx_t fx;
+        fx_init_max(&fx, 100 * 1000);
+        n = cframe(buf, FIN | KR_WS_OP_BINARY, payload, len);
+        feed(&fx, buf, 10);
+        assert_failed_with(&fx, 1009);
+        ASSERT_EQ(kr__ws_reassembly_bytes(fx.ws), 0);
+        fx_done(&fx);
+    }
+    kr_free(payload);
+    kr_free(buf);
+}
+
+/* Fragments larger than the read buffer, with pings between them. */
+TEST(big_fragments)
+{
+    size_t part = 100 * 1000;
+    uint8_t *payload = kr_malloc(3 * part), *buf = kr_malloc(3 * part + 64);
+    fill_pattern(payload, 3 * part, 9);
+    size_t n = cframe(buf, KR_WS_OP_BINARY, payload, part);
+    n += cframe_str(buf + n, FIN | KR_WS_OP_PING, "one");
+    n += cframe(buf + n, KR_WS_OP_CONT, payload + part, part);
+    n += cframe_str(buf + n, FIN | KR_WS_OP_PING, "two");
+    n += cframe(buf + n, FIN | KR_WS_OP_CONT, payload + 2 * part, part);
+    static const size_t chunks[] = {64 * 1024, 4096, 333};
+    for (size_t i = 0; i < KR_ARRAY_SIZE(chunks); i++) {
+        fx_t fx;
+        fx_init_max(&fx, 1024 * 1024);
+        ASSERT_EQ(feed_chunks(&fx, buf, n, chunks[i]), n);
+        ASSERT_EQ(rec.nmsg, 1);
+        ASSERT_BYTES(rec.data[0], rec.len[0], payload, 3 * part);
+        sframe_t f[4];
+        ASSERT_EQ(frames_of(fx.c, f, 4), 2);
+        ASSERT_MEM_EQ(f[0].payload, f[0].len, "one", 3);
+        ASSERT_MEM_EQ(f[1].payload, f[1].len, "two", 3);
+        ASSERT_EQ(kr__ws_reassembly_bytes(fx.ws), 0);
+        fx_done(&fx);
+    }
+    /* The limit counts the whole message: the third fragment's header is refused. */
+    fx_t fx;
+    fx_init_max(&fx, 3 * part - 1);
+    feed_chunks(&fx, buf, n, 4096);
+    ASSERT_EQ(rec.nmsg, 0);
+    assert_failed_with(&fx, 1009);
+    ASSERT_EQ(kr__ws_reassembly_bytes(fx.ws), 0);
+    fx_done(&fx);
+    kr_free(payload);
+    kr_free(buf);
+}
+
+/* Runs frame (len bytes) on a fresh connection, whole and byte by byte (as long as input is
+ * taken), and checks that it was failed with code; with early > 0, also that the first
+ * early bytes were enough to decide. */
+static void expect_failure(const uint8_t *frame, size_t len, size_t early, int code)
+{
+    for (int bytewise = 0; bytewise < 2; bytewise++) {
+        fx_t fx;
+        fx_init(&fx);
+        if (bytewise) {
+            size_t k = 0;
+            for (; k < len && !fx.c->close_after_flush; k++)
+                feed(&fx, frame + k, 1);
+            if (early)
+                ASSERT_EQ(k, early);
+        } else {
+            feed(&fx, frame, len);
+        }
+        ASSERT_EQ(rec.nmsg, 0);
+        assert_failed_with(&fx, code);
+        ASSERT_EQ(kr__ws_reassembly_bytes(fx.ws), 0);
+        fx_done(&fx);
+    }
+}
+
+TEST(non_minimal_length_is_1002)
+{
+    /* 16-bit lengths under 126, 64-bit lengths under 65536: the length bytes decide. */
+    static const uint8_t f16_0[] = {FIN | KR_WS_OP_BINARY, 0x80 | 126, 0, 0, 1, 2, 3, 4};
+    static const uint8_t f16_125[] = {FIN | KR_WS_OP_BINARY, 0x80 | 126, 0, 125, 1, 2, 3, 4};
+    static const uint8_t f64_5[] = {FIN | KR_WS_OP_TEXT, 0x80 | 127, 0, 0, 0, 0, 0, 0, 0, 5,
+                                    1, 2, 3, 4, 'h', 'e', 'l', 'l', 'o'};
+    static const uint8_t f64_126[] = {FIN | KR_WS_OP_BINARY, 0x80 | 127, 0, 0, 0, 0, 0, 0, 0,
+                                      126, 1, 2, 3, 4};
+    static const uint8_t f64_65535[] = {FIN | KR_WS_OP_BINARY, 0x80 | 127, 0, 0, 0, 0, 0, 0,
+                                        0xff, 0xff, 1, 2, 3, 4};
+    expect_failure(f16_0, sizeof(f16_0), 4, 1002);
+    expect_failure(f16_125, sizeof(f16_125), 4, 1002);
+    expect_failure(f64_5, sizeof(f64_5), 10, 1002);
+    expect_failure(f64_126, sizeof(f64_126), 10, 1002);
+    expect_failure(f64_65535, sizeof(f64_65535), 10, 1002);
+}
+
+TEST(length_high_bit_is_1002)
+{
+    /* Not 1009: such a length is malformed whatever the limit. */
+    static const uint8_t top[] = {FIN | KR_WS_OP_BINARY, 0x80 | 127, 0x80, 0, 0, 0, 0, 0, 0, 5,
+                                  1, 2, 3, 4};
+    static const uint8_t all[] = {FIN | KR_WS_OP_BINARY, 0x80 | 127, 0xff, 0xff, 0xff, 0xff,
+                                  0xff, 0xff, 0xff, 0xff, 1, 2, 3, 4};
+    expect_failure(top, sizeof(top), 10, 1002);
+    expect_failure(all, sizeof(all), 10, 1002);
+    /* A valid but huge 64-bit length is over the limit: 1009, also from the header alone. */
+    static const uint8_t huge[] = {FIN | KR_WS_OP_BINARY, 0x80 | 127, 0, 0, 1, 0, 0, 0, 0, 0,
+                                   1, 2, 3, 4};
+    expect_failure(huge, sizeof(huge), 10, 1009);
+}
+
+TEST(continuation_without_start_is_1002)
+{
+    uint8_t buf[128];
+    size_t n = cframe_str(buf, FIN | KR_WS_OP_CONT, "x");
+    expect_failure(buf, n, 1, 1002);
+    n = cframe_str(buf, KR_WS_OP_CONT, "x");
+    expect_failure(buf, n, 1, 1002);
+    /* After a complete fragmented message there is nothing to continue either. */
+    fx_t fx;
+    fx_init(&fx);
+    n = cframe_str(buf, KR_WS_OP_TEXT, "a");
+    n += cframe_str(buf + n, FIN | KR_WS_OP_CONT, "b");
+    n += cframe_str(buf + n, FIN | KR_WS_OP_CONT, "c");
+    feed(&fx, buf, n);
+    ASSERT_EQ(rec.nmsg, 1);
+    ASSERT_STR_EQ(rec.data[0], "ab");
+    assert_failed_with(&fx, 1002);
+    fx_done(&fx);
+}
+
+TEST(data_frame_inside_fragmented_message_is_1002)
+{
+    static const int second[] = {FIN | KR_WS_OP_TEXT, KR_WS_OP_TEXT, FIN | KR_WS_OP_BINARY,
+                                 KR_WS_OP_BINARY};
+    for (size_t i = 0; i < KR_ARRAY_SIZE(second); i++) {
+        uint8_t buf[128];
+        size_t n = cframe_str(buf, KR_WS_OP_TEXT, "a");
+        n += cframe_str(buf + n, FIN | KR_WS_OP_PING, ""); /* control frames are fine */
+        n += cframe_str(buf + n, second[i], "b");
+        fx_t fx;
+        fx_init(&fx);
+        feed(&fx, buf, n);
+        ASSERT_EQ(rec.nmsg, 0);
+        sframe_t f[4];
+        ASSERT_EQ(frames_of(fx.c, f, 4), 2);
+        ASSERT_EQ(f[0].opcode, KR_WS_OP_PONG);
+        assert_failed_with(&fx, 1002);
+        ASSERT_EQ(kr__ws_reassembly_bytes(fx.ws), 0);
+        fx_done(&fx);
+    }
+}
+
+TEST(close_codes)
+{
+    static const int valid[] = {1000, 1001, 1002, 1003, 1007, 1008, 1009,
+                                1010, 1011, 3000, 3999, 4000, 4999};
+    for (size_t i = 0; i < KR_ARRAY_SIZE(valid); i++) {
+        fx_t fx;
+        fx_init(&fx);
+        uint8_t buf[128];
+        size_t n = cclose(buf, valid[i], "why \xe2\x82\xac");
+        feed(&fx, buf, n);
+        ASSERT_EQ(rec.nclose, 1);
+        ASSERT_EQ(rec.close_code, valid[i]);
+        sframe_t f[2];
+        ASSERT_EQ(frames_of(fx.c, f, 2), 1);
+        assert_close_frame(&f[0], valid[i], "why \xe2\x82\xac"); /* echoed */
+        ASSERT(fx.c->close_after_flush);
+        fx_done(&fx);
+    }
+    static const int invalid[] = {0,    999,  1004, 1005, 1006, 1015, 1016,
+                                  1100, 2000, 2999, 5000, 65535};
+    for (size_t i = 0; i < KR_ARRAY_SIZE(invalid); i++) {
+        uint8_t buf[128];
+        size_t n = cclose(buf, invalid[i], "");
+        expect_failure(buf, n, 0, 1002);
+        n = cclose(buf, invalid[i], "reason");
+        expect_failure(buf, n, 0, 1002);
+    }
+}
+
+TEST(close_reason_invalid_utf8_is_1007)
+{
+    static const char *bad[] = {"\xc3", "ok\x80", "\xed\xa0\x80", "\xe0\x80\xaf", "bye\xf4\x90"};
+    for (size_t i = 0; i < KR_ARRAY_SIZE(bad); i++) {
+        uint8_t buf[128];
+        size_t n = cclose(buf, 1000, bad[i]);
+        expect_failure(buf, n, 0, 1007);
+    }
+    /* After our close, a malformed reply ends the handshake with our code, and no second
+     * close frame goes. */
+    fx_t fx;
+    fx_init(&fx);
+    kr_ws_close(fx.ws, 4002, "ours");
+    drop_output(fx.c);
+    uint8_t buf[128];
+    size_t n = cclose(buf, 1000, "\xff");
+    feed(&fx, buf, n);
+    ASSERT_EQ(fx.c->outq.bytes, 0);
+    ASSERT_EQ(rec.nclose, 1);
+    ASSERT_EQ(rec.close_code, 4002);
+    fx_done(&fx);
+}
+
+TEST(pings_inside_fragments_answered)
+{
+    uint8_t buf[512];
+    size_t n = cframe_str(buf, KR_WS_OP_TEXT, "a");
+    n += cframe_str(buf + n, FIN | KR_WS_OP_PING, "1");
+    n += cframe_str(buf + n, KR_WS_OP_CONT, "b");
+    n += cframe_str(buf + n, FIN | KR_WS_OP_PING, "2");
+    n += cframe_str(buf + n, FIN | KR_WS_OP_PONG, "ignored");
+    n += cframe_str(buf + n, FIN | KR_WS_OP_PING, "3");
+    n += cframe_str(buf + n, FIN | KR_WS_OP_CONT, "c");
+    n += cframe_str(buf + n, FIN | KR_WS_OP_PING, "4");
+    for (int bytewise = 0; bytewise < 2; bytewise++) {
+        fx_t fx;
+        fx_init(&fx);
+        if (bytewise)
+            for (size_t k = 0; k < n; k++)
+                feed(&fx, buf + k, 1);
+        else
+            feed(&fx, buf, n);
+        ASSERT_EQ(rec.nmsg, 1);
+        ASSERT_STR_EQ(rec.data[0], "abc");
+        sframe_t f[8];
+        ASSERT_EQ(frames_of(fx.c, f, 8), 4);
+        for (int i = 0; i < 4; i++) {
+            char want = (char)('1' + i);
+            ASSERT_EQ(f[i].opcode, KR_WS_OP_PONG);
+            ASSERT_MEM_EQ(f[i].payload, f[i].len, &want, 1);
+        }
+        ASSERT_EQ(rec.nclose, 0);
+        fx_done(&fx);
+    }
+}
+
+/* Nothing is allocated between messages; a fragmented message holds a buffer only until it
+ * completes or the connection fails. */
+TEST(reassembly_buffer_lifetime)
+{
+    fx_t fx;
+    fx_init(&fx);
+    ASSERT_EQ(kr__ws_reassembly_bytes(fx.ws), 0);
+    uint8_t buf[256];
+    size_t n = cframe_str(buf, FIN | KR_WS_OP_TEXT, "whole");
+    feed(&fx, buf, n);
+    ASSERT_EQ(kr__ws_reassembly_bytes(fx.ws), 0);
+    n = cframe_str(buf, KR_WS_OP_BINARY, "part");
+    feed(&fx, buf, n);
+    ASSERT(kr__ws_reassembly_bytes(fx.ws) > 0);
+    n = cframe_str(buf, FIN | KR_WS_OP_CONT, "s");
+    feed(&fx, buf, n);
+    ASSERT_EQ(rec.nmsg, 2);
+    ASSERT_STR_EQ(rec.data[1], "parts");
+    ASSERT_EQ(kr__ws_reassembly_bytes(fx.ws), 0);
+    n = cframe_str(buf, KR_WS_OP_BINARY, "again");
+    feed(&fx, buf, n);
+    ASSERT(kr__ws_reassembly_bytes(fx.ws) > 0);
+    n = cframe_str(buf, FIN | 0x7, "x"); /* a reserved opcode fails the connection */
+    feed(&fx, buf, n);
+    assert_failed_with(&fx, 1002);
+    ASSERT_EQ(kr__ws_reassembly_bytes(fx.ws), 0);
+    fx_done(&fx);
+}
+
+/* After our close, data is skipped as it arrives: even a big frame costs no buffer. */
+TEST(big_frame_after_our_close_is_skipped)
+{
+    size_t len = 150 * 1000;
+    uint8_t *payload = kr_malloc(len), *buf = kr_malloc(len + 64);
+    fill_pattern(payload, len, 3);
+    size_t n = cframe(buf, KR_WS_OP_BINARY, payload, len);
+    n += cframe_str(buf + n, FIN | KR_WS_OP_CONT, "end");
+    n += cclose(buf + n, 1000, "ok");
+    fx_t fx;
+    fx_init(&fx);
+    kr_ws_close(fx.ws, 1001, "leaving");
+    drop_output(fx.c);
+    size_t off = 0;
+    while (off < n && !fx.c->close_after_flush) {
+        size_t k = n - off < 4096 ? n - off : 4096;
+        feed(&fx, buf + off, k);
+        off += k;
+        ASSERT_EQ(kr__ws_reassembly_bytes(fx.ws), 0);
+        ASSERT(fx.c->rlen < 4096 + 14);
+    }
+    ASSERT_EQ(off, n);
+    ASSERT_EQ(rec.nmsg, 0);
+    ASSERT_EQ(rec.nclose, 1);
+    ASSERT_EQ(rec.close_code, 1000);
+    ASSERT_EQ(fx.c->outq.bytes, 0);
+    fx_done(&fx);
+    kr_free(payload);
+    kr_free(buf);
 }
 
 /* ---- the opening handshake -------------------------------------------------------------- */
@@ -1250,4 +1754,14 @@ KR_TEST_MAIN(KR_TEST_ENTRY(accept_key_rfc_sample), KR_TEST_ENTRY(frame_header_le
              KR_TEST_ENTRY(shared_frame), KR_TEST_ENTRY(check_upgrade),
              KR_TEST_ENTRY(server_close_without_code),
              KR_TEST_ENTRY(peer_close_inside_fragmented_message), KR_TEST_ENTRY(drain_and_shutdown),
-             KR_TEST_ENTRY(accept_over_http), KR_TEST_ENTRY(reject_over_http))
+             KR_TEST_ENTRY(accept_over_http), KR_TEST_ENTRY(reject_over_http),
+             KR_TEST_ENTRY(split_at_every_position), KR_TEST_ENTRY(payload_length_boundaries),
+             KR_TEST_ENTRY(read_buffer_threshold), KR_TEST_ENTRY(frame_larger_than_read_buffer),
+             KR_TEST_ENTRY(big_fragments), KR_TEST_ENTRY(non_minimal_length_is_1002),
+             KR_TEST_ENTRY(length_high_bit_is_1002),
+             KR_TEST_ENTRY(continuation_without_start_is_1002),
+             KR_TEST_ENTRY(data_frame_inside_fragmented_message_is_1002),
+             KR_TEST_ENTRY(close_codes), KR_TEST_ENTRY(close_reason_invalid_utf8_is_1007),
+             KR_TEST_ENTRY(pings_inside_fragments_answered),
+             KR_TEST_ENTRY(reassembly_buffer_lifetime),
+             KR_TEST_ENTRY(big_frame_after_our_close_is_skipped))
