@@ -879,6 +879,8 @@ void kr_ws_close(kr_ws_t *ws, int code, const char *reason)
     /* Written at once, even from inside on_message: what the handler queued before goes
      * first, and nothing after it (kr_ws_send_* refuse from now on). */
     send_close(ws, n ? code : KR_WS_CLOSE_NO_STATUS, payload, n);
+    if (!ws->in_parse)
+        msg_drop(ws); /* a message in progress is dropped now (not under on_message's feet) */
     if (ws->sent_code)
         c->deadline_ms = uv_now(c->server->loop) + ws->close_timeout_ms;
 }

@@ -26,19 +26,32 @@ kr_fiber_t *kr_fiber_new(kr_vm_t *vm, const char *name, kr_fiber_done_cb cb, voi
     if (app->nfibers >= vm->lua_limits.max_fibers)
         return NULL;
     lua_State *L = vm->L;
-    kr_fiber_t *f = kr_calloc(1, sizeof(*f));
-    /* Outside a resume the VM's memory cap is not enforced (kr_lua.c allocator), so these
-     * calls cannot raise here; only a real out-of-memory would, and that aborts anyway. */
-    lua_State *co = lua_newthread(L);
-    f->ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    f->co = co;
-    *(kr_fiber_t **)lua_getextraspace(co) = f;
+    kr_fiber_t *f;
+    if (vm->npool > 0) {
+        /* A finished fiber of this generation: its coroutine (reset) and timer are reused,
+         * which saves a thread, a registry slot and a handle close per request. */
+        f = vm->pool[--vm->npool];
+        lua_State *co = f->co;
+        int ref = f->ref;
+        uv_timer_t timer = f->timer;
+        memset(f, 0, sizeof(*f));
+        f->co = co;
+        f->ref = ref;
+        f->timer = timer;
+    } else {
+        f = kr_calloc(1, sizeof(*f));
+        /* Outside a resume the VM's memory cap is not enforced (kr_lua.c allocator), so these
+         * calls cannot raise here; only a real out-of-memory would, and that aborts anyway. */
+        f->co = lua_newthread(L);
+        f->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+        uv_timer_init(app->server->loop, &f->timer);
+    }
+    *(kr_fiber_t **)lua_getextraspace(f->co) = f;
     f->vm = vm;
     kr_vm_ref(vm);
     f->name = name;
     f->done_cb = cb;
     f->done_ud = ud;
-    uv_timer_init(app->server->loop, &f->timer);
     kr_list_init(&f->qlink);
     kr_list_insert_tail(&app->fibers, &f->link);
     app->nfibers++;
@@ -55,17 +68,27 @@ static void finish(kr_fiber_t *f, kr_fiber_status_e status)
     app->nfibers--;
     if (f->done_cb)
         f->done_cb(f, status, f->done_ud);
-    lua_State *L = f->vm->L;
     /* Close the coroutine so pending to-be-closed variables run (lua_closethread is 5.4.6;
      * Debian's 5.4.4 has lua_resetthread with the same effect). */
     *(kr_fiber_t **)lua_getextraspace(f->co) = NULL;
     lua_resetthread(f->co);
-    luaL_unref(L, LUA_REGISTRYINDEX, f->ref);
     kr_free(f->error);
     f->error = NULL;
     kr_vm_t *vm = f->vm;
-    uv_close((uv_handle_t *)&f->timer, on_timer_closed);
+    if (vm->npool < KR_FIBER_POOL && !uv_is_active((uv_handle_t *)&f->timer)) {
+        vm->pool[vm->npool++] = f; /* reused by the next kr_fiber_new of this generation */
+    } else {
+        luaL_unref(vm->L, LUA_REGISTRYINDEX, f->ref);
+        uv_close((uv_handle_t *)&f->timer, on_timer_closed);
+    }
     kr_vm_unref(vm);
+}
+
+void kr_fiber_pool_drain(kr_vm_t *vm)
+{
+    /* The coroutines go with the Lua state; the timers need a close. */
+    while (vm->npool > 0)
+        uv_close((uv_handle_t *)&vm->pool[--vm->npool]->timer, on_timer_closed);
 }
 
 

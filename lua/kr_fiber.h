@@ -57,6 +57,8 @@ kr_fiber_t *kr_fiber_current(lua_State *L);
 void kr_fiber_wait_sleep(kr_fiber_t *f, uint64_t ms);
 /* Cancels a fiber (stops its wait, closes the coroutine, calls done with CANCELLED). */
 void kr_fiber_cancel(kr_fiber_t *f);
+/* Closes the pooled fibers of a generation that is being freed. */
+void kr_fiber_pool_drain(kr_vm_t *vm);
 /* Drains the run queue (server check hook). */
 void kr_fiber_run_queue(kr_app_t *app);
 

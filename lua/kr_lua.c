@@ -129,6 +129,7 @@ static void vm_free(kr_vm_t *vm)
         kr_static_free(vm->statics[i]);
     kr_free(vm->statics);
     kr_free(vm->hubs);
+    kr_fiber_pool_drain(vm);
     if (vm->L)
         lua_close(vm->L);
     KR_LOG(KR_LOG_DEBUG, "lua", "generation %u released", vm->generation);

@@ -38,6 +38,8 @@ typedef struct kr_lua_limits_s {
     unsigned max_timers;    /* pending timers per VM (default 10000) */
 } kr_lua_limits_t;
 
+#define KR_FIBER_POOL 64 /* finished fibers kept per generation for reuse */
+
 typedef struct kr_listen_req_s {
     char host[64];
     int port;
@@ -62,6 +64,8 @@ struct kr_vm_s {
     kr_hub_t *default_hub;    /* the first kr.hub of this generation */
     kr_hub_t **hubs;          /* hubs declared by this generation (handlers in its registry) */
     unsigned nhubs;
+    kr_fiber_t *pool[KR_FIBER_POOL]; /* finished fibers, reused (kr_fiber.c) */
+    unsigned npool;
     kr_http_limits_t http_limits;
     kr_lua_limits_t lua_limits;
     uint64_t shutdown_grace_ms;

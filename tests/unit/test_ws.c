@@ -9,10 +9,15 @@
  * control frame shapes and close codes; 1007 for UTF-8; 1009 for size and fragment count),
  * handlers that close from inside on_message, drain and shutdown (the connection's ops called
  * directly, since a detached connection never flushes), the upgrade check and the full
- * upgrade through a detached HTTP connection.
+ * upgrade through a detached HTTP connection. The frame parser itself: input split at every
+ * byte, each length encoding at its boundaries, frames at and past the read buffer's size
+ * (streamed into the reassembly buffer), strict headers (non-minimal lengths, the 64-bit top
+ * bit, continuations out of place), every close code class, UTF-8 checked per fragment, and
+ * the reassembly buffer's lifetime (kr__ws_reassembly_bytes).
  */
 #include "kr_conn.h"
 #include "kr_http.h"
+#include "kr_json.h"
 #include "kr_server.h"
 #include "kr_ws.h"
 
@@ -1492,6 +1497,20 @@ TEST(reassembly_buffer_lifetime)
     assert_failed_with(&fx, 1002);
     ASSERT_EQ(kr__ws_reassembly_bytes(fx.ws), 0);
     fx_done(&fx);
+    /* Our close drops a message in progress at once; its continuation is skipped. */
+    fx_init(&fx);
+    n = cframe_str(buf, KR_WS_OP_TEXT, "cut");
+    feed(&fx, buf, n);
+    ASSERT(kr__ws_reassembly_bytes(fx.ws) > 0);
+    kr_ws_close(fx.ws, 1000, NULL);
+    ASSERT_EQ(kr__ws_reassembly_bytes(fx.ws), 0);
+    n = cframe_str(buf, FIN | KR_WS_OP_CONT, " short");
+    n += cclose(buf + n, 1000, "");
+    feed(&fx, buf, n);
+    ASSERT_EQ(rec.nmsg, 0);
+    ASSERT_EQ(rec.nclose, 1);
+    ASSERT_EQ(rec.close_code, 1000);
+    fx_done(&fx);
 }
 
 /* After our close, data is skipped as it arrives: even a big frame costs no buffer. */
@@ -1523,6 +1542,65 @@ TEST(big_frame_after_our_close_is_skipped)
     fx_done(&fx);
     kr_free(payload);
     kr_free(buf);
+}
+
+/* The UTF-8 check of fragmented text (as each fragment arrives) agrees with kr_utf8_valid on
+ * the whole message, with one byte per fragment. */
+static int text_accepted(const uint8_t *s, size_t len, int fragmented)
+{
+    kr_ws_opts_t o;
+    kr_ws_opts_default(&o);
+    o.max_fragments = 64;
+    fx_t fx;
+    fx_init_opts(&fx, &o);
+    static uint8_t buf[64 * 16];
+    size_t n = 0;
+    if (!fragmented || len == 0) {
+        n = cframe(buf, FIN | KR_WS_OP_TEXT, s, len);
+    } else {
+        for (size_t i = 0; i < len; i++)
+            n += cframe(buf + n, (i + 1 == len ? FIN : 0) | (i ? KR_WS_OP_CONT : KR_WS_OP_TEXT),
+                        s + i, 1);
+    }
+    feed(&fx, buf, n);
+    int ok = rec.nmsg == 1;
+    if (ok)
+        ASSERT_BYTES(rec.data[0], rec.len[0], s, len);
+    else
+        assert_failed_with(&fx, 1007);
+    fx_done(&fx);
+    return ok;
+}
+
+TEST(utf8_fragmented_matches_whole)
+{
+    static const char *cases[] = {
+        "", "a", "\xc2\x80", "\xc1\xbf", "\xdf\xbf", "\xe0\xa0\x80", "\xe0\x9f\xbf",
+        "\xed\x9f\xbf", "\xed\xa0\x80", "\xee\x80\x80", "\xef\xbf\xbf", "\xf0\x90\x80\x80",
+        "\xf0\x8f\xbf\xbf", "\xf4\x8f\xbf\xbf", "\xf4\x90\x80\x80", "\xf5\x80\x80\x80", "\x80",
+        "\xbf", "\xc3", "\xe2\x82", "\xf0\x9f\x98", "a\xc3\xa9z", "\xc3\xa9\x80", "\xfe", "\xff",
+        "\xe2\x82\xac\xe2\x82\xac", "\xf0\x9f\x98\x80!", "abcdefgh\xc3\xa9ijklmnop"};
+    for (size_t i = 0; i < KR_ARRAY_SIZE(cases); i++) {
+        const uint8_t *s = (const uint8_t *)cases[i];
+        size_t len = strlen(cases[i]);
+        int want = kr_utf8_valid(cases[i], len);
+        ASSERT_EQ(text_accepted(s, len, 0), want);
+        ASSERT_EQ(text_accepted(s, len, 1), want);
+    }
+    /* Pseudo-random strings, mostly from the bytes that matter. */
+    static const uint8_t alphabet[] = {'a',  0x80, 0x8f, 0x90, 0x9f, 0xa0, 0xbf, 0xc0, 0xc2,
+                                       0xdf, 0xe0, 0xe1, 0xed, 0xef, 0xf0, 0xf3, 0xf4, 0xf5};
+    uint32_t x = 12345;
+    for (int t = 0; t < 600; t++) {
+        uint8_t s[12];
+        size_t len = 1 + t % 8;
+        for (size_t i = 0; i < len; i++) {
+            x = x * 1103515245u + 12345u;
+            s[i] = alphabet[(x >> 16) % sizeof(alphabet)];
+        }
+        int want = kr_utf8_valid((const char *)s, len);
+        ASSERT_EQ(text_accepted(s, len, 1), want);
+    }
 }
 
 /* ---- the opening handshake -------------------------------------------------------------- */
@@ -1764,4 +1842,5 @@ KR_TEST_MAIN(KR_TEST_ENTRY(accept_key_rfc_sample), KR_TEST_ENTRY(frame_header_le
              KR_TEST_ENTRY(close_codes), KR_TEST_ENTRY(close_reason_invalid_utf8_is_1007),
              KR_TEST_ENTRY(pings_inside_fragments_answered),
              KR_TEST_ENTRY(reassembly_buffer_lifetime),
-             KR_TEST_ENTRY(big_frame_after_our_close_is_skipped))
+             KR_TEST_ENTRY(big_frame_after_our_close_is_skipped),
+             KR_TEST_ENTRY(utf8_fragmented_matches_whole))
