@@ -72,10 +72,14 @@ static void finish(kr_fiber_t *f, kr_fiber_status_e status)
      * Debian's 5.4.4 has lua_resetthread with the same effect). */
     *(kr_fiber_t **)lua_getextraspace(f->co) = NULL;
     lua_resetthread(f->co);
+    lua_settop(f->co, 0); /* after an error the reset leaves the error object on the stack */
     kr_free(f->error);
     f->error = NULL;
     kr_vm_t *vm = f->vm;
-    if (vm->npool < KR_FIBER_POOL && !uv_is_active((uv_handle_t *)&f->timer)) {
+    /* Only a coroutine that returned normally is reused: one that died of an error (a hook
+     * error above all) may be left with hooks disabled, which lua_resetthread does not undo. */
+    if (status == KR_FIBER_OK && vm->npool < KR_FIBER_POOL &&
+        !uv_is_active((uv_handle_t *)&f->timer)) {
         vm->pool[vm->npool++] = f; /* reused by the next kr_fiber_new of this generation */
     } else {
         luaL_unref(vm->L, LUA_REGISTRYINDEX, f->ref);
