@@ -12,6 +12,8 @@
 #   SAT_MIN=90       a measurement in which neither the server nor wrk used this % of its core was
 #                    disturbed by other work: it is repeated, at most RETRIES=2 times (the best is kept)
 #   SERVER_CPU=0     core the server is pinned to; CLIENT_CPU=1 core wrk is pinned to
+#   NICE=0           nice value for the server and wrk (e.g. -10, as root, on a busy shared machine:
+#                    less disturbance, but the other work there slows down meanwhile)
 #   KESTRUN=...      the binary under test (default: build/kestrun, built when missing; run.sh runs
 #                    a copy of it, so a rebuild during the run changes nothing)
 #   SKIP_DEPS=1      do not call scripts/deps.sh bench
@@ -35,6 +37,7 @@ WARMUP=${WARMUP%s}
 CONNS=${CONNS:-50}
 RETRIES=${RETRIES:-2}
 SAT_MIN=${SAT_MIN:-90}
+NICE=${NICE:-0}
 SERVER_CPU=${SERVER_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
 KESTRUN=${KESTRUN:-$repo/build/kestrun}
@@ -43,6 +46,7 @@ OUT=${OUT:-$repo/docs/benchmarks.md}
 for v in ROUNDS DURATION WARMUP CONNS SERVER_CPU CLIENT_CPU RETRIES SAT_MIN; do
   [[ ${!v} =~ ^[0-9]+$ ]] || { echo "run.sh: $v must be a whole number (got '${!v}')" >&2; exit 2; }
 done
+[[ $NICE =~ ^-?[0-9]+$ ]] && ((NICE >= -20 && NICE <= 19)) || { echo "run.sh: NICE must be -20..19" >&2; exit 2; }
 ((ROUNDS >= 1 && ROUNDS <= 100)) || { echo "run.sh: ROUNDS must be 1..100" >&2; exit 2; }
 ((DURATION >= 1 && DURATION <= 600)) || { echo "run.sh: DURATION must be 1..600 s" >&2; exit 2; }
 ((WARMUP <= 60)) || { echo "run.sh: WARMUP must be 0..60 s" >&2; exit 2; }
@@ -181,7 +185,7 @@ start_kestrun() { # tag
   portfile="$rundir/$tag.port"
   SERVER_LOG="$rundir/$tag.log"
   rm -f "$portfile"
-  taskset -c "$SERVER_CPU" "$KESTRUN" --listen 127.0.0.1:0 --port-file "$portfile" --log-level Warning \
+  nice -n "$NICE" taskset -c "$SERVER_CPU" "$KESTRUN" --listen 127.0.0.1:0 --port-file "$portfile" --log-level Warning \
     "$here/routes.lua" >"$SERVER_LOG" 2>&1 &
   SERVER_PID=$!
   PIDS+=("$SERVER_PID")
@@ -208,7 +212,7 @@ start_nginx() { # tag
   for ((attempt = 0; attempt < 5; attempt++)); do
     SERVER_PORT=$(free_port) || { log "no free port found"; return 1; }
     sed "s/__PORT__/$SERVER_PORT/" "$here/nginx.conf" >"$dir/nginx.conf"
-    taskset -c "$SERVER_CPU" nginx -p "$dir/" -c nginx.conf -e stderr >"$dir/stderr.log" 2>&1 &
+    nice -n "$NICE" taskset -c "$SERVER_CPU" nginx -p "$dir/" -c nginx.conf -e stderr >"$dir/stderr.log" 2>&1 &
     SERVER_PID=$!
     PIDS+=("$SERVER_PID")
     if wait_http "$SERVER_PID" "$SERVER_PORT"; then return 0; fi
@@ -320,13 +324,13 @@ measure_once() { # server round route attempt
   fi
   local url="http://127.0.0.1:$SERVER_PORT$route"
   if ((WARMUP > 0)); then
-    timeout $((WARMUP + 30)) taskset -c "$CLIENT_CPU" wrk -t1 -c"$CONNS" -d"${WARMUP}s" "$url" >"$rundir/$tag.warmup" 2>&1 || true
+    timeout $((WARMUP + 30)) nice -n "$NICE" taskset -c "$CLIENT_CPU" wrk -t1 -c"$CONNS" -d"${WARMUP}s" "$url" >"$rundir/$tag.warmup" 2>&1 || true
   fi
   raw="$rundir/$tag.wrk"
   times >"$rundir/times.0" # in this shell (not in a $(...) subshell): wrk will be its child
   c0=$(cpu_ticks "$SERVER_PID")
   t0=$(date +%s.%N)
-  timeout $((DURATION + 30)) taskset -c "$CLIENT_CPU" wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency "$url" >"$raw" 2>&1 || true
+  timeout $((DURATION + 30)) nice -n "$NICE" taskset -c "$CLIENT_CPU" wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency "$url" >"$raw" 2>&1 || true
   t1=$(date +%s.%N)
   times >"$rundir/times.1"
   c1=$(cpu_ticks "$SERVER_PID")
@@ -498,7 +502,7 @@ Written by \`bench/run.sh\` (\`make bench\`); do not edit by hand. How it measur
 [bench/README.md](../bench/README.md). In short: the server is pinned to core $SERVER_CPU and the load generator to
 core $CLIENT_CPU (\`taskset\`), loopback only; kestrun and its peer alternate (A B, then B A the next round) with a
 fresh server process and a warm-up for every measurement, over $ROUNDS round(s); the tables give medians and the median of
-the per-round ratios. This is a shared, noisy virtual machine: absolute numbers belong to it, the ratios travel.
+the per-round ratios. Server and wrk ran at nice $NICE. This is a shared, noisy virtual machine: absolute numbers belong to it, the ratios travel.
 
 EOF
     for s in "${scenarios[@]}"; do

@@ -11,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 want=(build-essential cmake pkg-config clang lld llvm
-      liblua5.4-dev lua5.4 libuv1-dev libwslay-dev libcjson-dev libssl-dev node-llhttp
+      liblua5.4-dev lua5.4 libuv1-dev libcjson-dev libssl-dev node-llhttp
       libmsgpack-dev libhiredis-dev nodejs npm curl)
 for group in "$@"; do
   case "$group" in
