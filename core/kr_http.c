@@ -377,6 +377,8 @@ static int on_headers_complete(llhttp_t *p)
     /* RFC 9112 3.2: an HTTP/1.1 request without Host gets 400 (Kestrel does the same). */
     if (req->http_minor >= 1 && !hc->saw_host)
         return reject(p, 400, "missing Host header");
+    if (hc->saw_host > 1)
+        return reject(p, 400, "more than one Host header");
     if (hc->saw_cl && p->content_length > s->limits.max_body_bytes)
         return reject(p, 413, "request body too large");
     hc->phase = PHASE_BODY;

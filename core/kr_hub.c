@@ -452,6 +452,12 @@ void kr_sr_conn_close(kr_sr_conn_t *c, const char *error, int allow_reconnect)
     conn_ended(c, NULL);
 }
 
+void kr_sr_conn_abort(kr_sr_conn_t *c, const char *error)
+{
+    c->connected_once = 0;
+    kr_sr_conn_close(c, error, 0);
+}
+
 /* The transport is gone: tell the app, then (now or when it says so) release groups. */
 static void conn_ended(kr_sr_conn_t *c, const char *error)
 {

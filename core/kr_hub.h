@@ -124,5 +124,8 @@ void kr_sr_conn_complete(kr_sr_conn_t *c, const char *invocation_id, const char 
 void kr_sr_conn_disconnected_done(kr_sr_conn_t *c);
 /* Ends the connection: a Close message (error may be NULL), then the transport closes. */
 void kr_sr_conn_close(kr_sr_conn_t *c, const char *error, int allow_reconnect);
+/* The same, for a connection whose on_connected failed: app->disconnected is not called (as
+ * ASP.NET Core skips OnDisconnectedAsync when OnConnectedAsync threw). */
+void kr_sr_conn_abort(kr_sr_conn_t *c, const char *error);
 
 #endif

@@ -58,7 +58,7 @@ static int parse_listen(const char *arg, listen_opt_t *out)
             return -1;
         memcpy(out->host, arg, (size_t)(colon - arg));
         out->host[colon - arg] = '\0';
-        if (out->host[0] == '\0' || strcmp(out->host, "localhost") == 0)
+        if (out->host[0] == '\0' || kr_strncasecmp(out->host, "localhost", 10) == 0)
             strcpy(out->host, "127.0.0.1");
     }
     char *end;

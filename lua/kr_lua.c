@@ -364,10 +364,12 @@ int kr_app_load(kr_app_t *app)
     if (vm_load_scripts(vm) != 0) {
         kr__lua_stop_timers(vm);
         cancel_background(app, vm);
+        kr__lua_hubs_discard(app, vm);
         kr_vm_unref(vm);
         return KR_ESCRIPT;
     }
     apply_limits(app, vm);
+    kr__lua_hubs_adopt(app, vm);
     app->vm = vm;
     return 0;
 }
@@ -382,6 +384,7 @@ int kr_app_reload(kr_app_t *app)
                app->vm ? app->vm->generation : 0);
         kr__lua_stop_timers(vm);
         cancel_background(app, vm);
+        kr__lua_hubs_discard(app, vm);
         kr_vm_unref(vm);
         return KR_ESCRIPT;
     }
@@ -397,6 +400,7 @@ int kr_app_reload(kr_app_t *app)
         cancel_background(app, old);
     }
     apply_limits(app, vm);
+    kr__lua_hubs_adopt(app, vm);
     app->vm = vm;
     KR_LOG(KR_LOG_INFO, "reload", "generation %u serving", vm->generation);
     if (old)

@@ -40,6 +40,13 @@ typedef struct kr_lua_limits_s {
 
 #define KR_FIBER_POOL 64 /* finished fibers kept per generation for reuse */
 
+/* A hub as one generation declares it: the options apply when the generation is adopted. */
+typedef struct kr_vm_hub_s {
+    kr_hub_t *hub;
+    kr_hub_opts_t opts;
+    int created; /* this generation created it (freed again if the generation fails) */
+} kr_vm_hub_t;
+
 typedef struct kr_listen_req_s {
     char host[64];
     int port;
@@ -62,7 +69,7 @@ struct kr_vm_s {
     int loading;              /* scripts are being run: server setup calls are allowed */
     int has_limits;           /* kr.limits{} was called */
     kr_hub_t *default_hub;    /* the first kr.hub of this generation */
-    kr_hub_t **hubs;          /* hubs declared by this generation (handlers in its registry) */
+    kr_vm_hub_t *hubs;        /* hubs declared by this generation (handlers in its registry) */
     unsigned nhubs;
     kr_fiber_t *pool[KR_FIBER_POOL]; /* finished fibers, reused (kr_fiber.c) */
     unsigned npool;
@@ -87,8 +94,10 @@ struct kr_app_s {
     int slice_tripped;        /* the slice ran out: every thread raises until the run ends */
     int stopping;
     kr_watch_t *watch;        /* --watch: reload when a script file changes */
-    kr_hub_t **hubs;          /* every hub ever declared: C state that survives reloads */
+    kr_hub_t **hubs;          /* hubs of the generations: C state that survives reloads */
     unsigned nhubs;
+    kr_hub_t **retired;       /* hubs no generation declares any more (freed with the app) */
+    unsigned nretired;
     int stopping_hard;        /* tearing down: no new connection fibers */
 };
 
@@ -133,6 +142,10 @@ int kr__lua_hub_http(kr_app_t *app, kr_http_req_t *req);
 /* kr_lua_hub.c: graceful shutdown of every hub; freeing them at the end. */
 void kr__lua_hubs_shutdown(kr_app_t *app);
 void kr__lua_hubs_free(kr_app_t *app);
+/* A generation is adopted (its hub options apply, undeclared hubs retire) or discarded (the
+ * hubs it created are freed). */
+void kr__lua_hubs_adopt(kr_app_t *app, kr_vm_t *vm);
+void kr__lua_hubs_discard(kr_app_t *app, kr_vm_t *vm);
 /* kr_lua_core.c: stops every timer of a generation (reload, shutdown). */
 void kr__lua_stop_timers(kr_vm_t *vm);
 

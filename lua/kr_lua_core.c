@@ -337,7 +337,7 @@ static int l_kr_listen(lua_State *L)
         return luaL_error(L, "kr.listen: at most %d listeners", KR_MAX_LISTENERS);
     kr_listen_req_t *lr = &vm->listens[vm->nlistens++];
     /* Addresses only (no name resolution); "localhost" is the loopback, as with --listen. */
-    snprintf(lr->host, sizeof(lr->host), "%s", strcmp(host, "localhost") == 0 ? "127.0.0.1" : host);
+    snprintf(lr->host, sizeof(lr->host), "%s", kr_strncasecmp(host, "localhost", 10) == 0 ? "127.0.0.1" : host);
     lr->port = (int)port;
     return 0;
 }
@@ -431,7 +431,7 @@ static int l_kr_metrics(lua_State *L)
     double cpu_s = (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 +
                    (double)ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
     double up_s = (double)(uv_now(s->loop) - s->started_ms) / 1000.0;
-    lua_createtable(L, 0, 6);
+    lua_createtable(L, 0, 7);
     lua_pushnumber(L, up_s > 0 ? 100.0 * cpu_s / up_s : 0.0);
     lua_setfield(L, -2, "cpu_percent");
     lua_pushnumber(L, rss_mb());
@@ -444,6 +444,8 @@ static int l_kr_metrics(lua_State *L)
     lua_setfield(L, -2, "requests");
     lua_pushinteger(L, (lua_Integer)s->stats.messages_sent);
     lua_setfield(L, -2, "messages_sent");
+    lua_pushinteger(L, (lua_Integer)s->stats.slow_consumers);
+    lua_setfield(L, -2, "slow_consumers");
     return 1;
 }
 

@@ -561,7 +561,7 @@ static void route_done(kr_fiber_t *f, kr_fiber_status_e status, void *ud)
         KR_LOG(KR_LOG_ERROR, "route", "%s %s: handler failed: %s", req->method_name,
                req->target, f->error);
         if (!call->rs->sent)
-            kr_http_respond_text(req, 500, "application/json; charset=utf-8",
+            kr_http_respond_text(req, 500, "application/json",
                                  "{\"error\":\"Internal Server Error\"}", 33);
     } else if (status == KR_FIBER_OK && !call->rs->sent) {
         /* Nothing written: 204, or the status the handler set. */
@@ -577,7 +577,7 @@ static void route_done(kr_fiber_t *f, kr_fiber_status_e status, void *ud)
         if (lua_pcall(L, 3, 0, 0) != LUA_OK) {
             KR_LOG(KR_LOG_ERROR, "route", "%s: %s", req->target, lua_tostring(L, -1));
             lua_pop(L, 1);
-            kr_http_respond_text(req, 500, "application/json; charset=utf-8",
+            kr_http_respond_text(req, 500, "application/json",
                                  "{\"error\":\"Internal Server Error\"}", 33);
         }
     } else if (!call->rs->sent && req->conn != NULL) {

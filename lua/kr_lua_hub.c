@@ -244,6 +244,14 @@ static int fail(lua_State *L, const char *fname, const char *msg)
 /* Common end of a broadcast: raise for unencodable values (misuse), else true, count. */
 static int finish_send(lua_State *L, const char *fname, lua_payload_t *p, int err, unsigned n)
 {
+    if (err == 0 && n == 0) {
+        /* Nobody to send to, so nothing was encoded: encode once anyway, so that bad arguments
+         * raise whether or not a client happens to be connected. */
+        kr_sbuf_t sb;
+        kr_sbuf_init(&sb, 128);
+        err = payload_encode(p, KR_SR_PROTO_JSON, &sb);
+        kr_sbuf_dispose(&sb);
+    }
     if (err != 0 && p->err != NULL)
         return luaL_error(L, "%s: cannot encode the arguments: %s", fname, p->err);
     if (err != 0)
@@ -253,15 +261,6 @@ static int finish_send(lua_State *L, const char *fname, lua_payload_t *p, int er
     return 2;
 }
 
-static int is_level(const char *s)
-{
-    static const char *const levels[] = {"Verbose", "Debug", "Information",
-                                         "Warning", "Error", "Fatal"};
-    for (size_t i = 0; i < KR_ARRAY_SIZE(levels); i++)
-        if (strcmp(s, levels[i]) == 0)
-            return 1;
-    return 0;
-}
 
 static int l_send_log(lua_State *L)
 {
@@ -272,7 +271,12 @@ static int l_send_log(lua_State *L)
     lua_replace(L, base + 1);
     if (hub == NULL)
         return fail(L, "send_log", "no hub is defined (kr.hub)");
-    if (!is_level(level)) {
+    kr_log_level_e lv;
+    if (kr_log_level_parse(level, &lv) == 0) {
+        /* Any case is accepted, as kr.log does; clients get the canonical name. */
+        lua_pushstring(L, kr_log_level_name(lv));
+        lua_replace(L, base);
+    } else {
         char msg[128];
         snprintf(msg, sizeof(msg),
                  "invalid level '%.40s' (Verbose, Debug, Information, Warning, Error, Fatal)",
@@ -499,8 +503,12 @@ static int hub_invoke(kr_hub_t *hub, kr_sr_conn_t *c, const kr_sr_msg_t *m, void
     kr_fiber_t *f = kr_fiber_new(vm, "hub method", invocation_done, inv);
     if (f == NULL) {
         lua_pop(L, n + 2);
-        kr_sr_conn_complete(c, inv->id, NULL, 0,
-                            "An unexpected error occurred invoking the method on the server.");
+        KR_LOG(KR_LOG_WARN, "hub", "%s: '%s' refused: too many fibers", kr_hub_path(hub),
+               m->target);
+        char msg[300];
+        snprintf(msg, sizeof(msg), "An unexpected error occurred invoking '%s' on the server.",
+                 m->target);
+        kr_sr_conn_complete(c, inv->id, NULL, 0, msg);
         kr_free(inv->id);
         kr_free(inv->method);
         kr_free(inv);
@@ -519,8 +527,9 @@ static void connect_done(kr_fiber_t *f, kr_fiber_status_e status, void *ud)
     if (status == KR_FIBER_ERROR) {
         KR_LOG(KR_LOG_ERROR, "hub", "%s: on_connected failed: %s", kr_hub_path(kr_sr_conn_hub(c)),
                f->error);
-        /* As in ASP.NET Core, an exception in OnConnectedAsync ends the connection. */
-        kr_sr_conn_close(c, "Connection closed with an error.", 0);
+        /* As in ASP.NET Core, an exception in OnConnectedAsync ends the connection, and
+         * OnDisconnectedAsync does not run for it. */
+        kr_sr_conn_abort(c, "Connection closed with an error.");
     }
     kr_sr_conn_unref(c);
 }
@@ -590,8 +599,9 @@ static uint64_t opt_ms(lua_State *L, int t, const char *key, uint64_t dflt)
 {
     uint64_t v = dflt;
     if (lua_getfield(L, t, key) != LUA_TNIL) {
-        lua_Integer i = luaL_checkinteger(L, -1);
-        if (i <= 0)
+        int isnum;
+        lua_Integer i = lua_tointegerx(L, -1, &isnum);
+        if (!isnum || i <= 0)
             luaL_error(L, "kr.hub: %s must be a positive integer", key);
         v = (uint64_t)i;
     }
@@ -653,7 +663,9 @@ static void read_opts(lua_State *L, int t, kr_hub_opts_t *o)
     lua_pushnil(L);
     while (lua_next(L, t)) {
         lua_pop(L, 1);
-        const char *k = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "?";
+        if (lua_type(L, -1) != LUA_TSTRING)
+            luaL_error(L, "kr.hub: option names are strings (got a %s)", luaL_typename(L, -1));
+        const char *k = lua_tostring(L, -1);
         int ok = 0;
         for (int i = 0; known[i]; i++)
             ok |= strcmp(k, known[i]) == 0;
@@ -685,8 +697,15 @@ static int l_kr_hub(lua_State *L)
     kr_app_t *app = vm->app;
     if (!vm->loading)
         return luaL_error(L, "kr.hub may only be called while the scripts load");
-    const char *path = luaL_checkstring(L, 1);
-    luaL_argcheck(L, path[0] == '/', 1, "hub path must start with '/'");
+    size_t plen;
+    const char *raw = luaL_checklstring(L, 1, &plen);
+    luaL_argcheck(L, raw[0] == '/', 1, "hub path must start with '/'");
+    luaL_argcheck(L, plen < 512 && memchr(raw, '\0', plen) == NULL, 1, "hub path too long");
+    /* "/h/" and "/h" are one hub (the hub matches request paths without the slash). */
+    char path[512];
+    memcpy(path, raw, plen + 1);
+    while (plen > 1 && path[plen - 1] == '/')
+        path[--plen] = '\0';
     kr_hub_opts_t o;
     kr_hub_opts_default(&o);
     if (!lua_isnoneornil(L, 2)) {
@@ -694,9 +713,10 @@ static int l_kr_hub(lua_State *L)
         read_opts(L, 2, &o);
     }
     for (unsigned i = 0; i < vm->nhubs; i++)
-        if (strcmp(kr_hub_path(vm->hubs[i]), path) == 0)
+        if (strcmp(kr_hub_path(vm->hubs[i].hub), path) == 0)
             return luaL_error(L, "kr.hub: '%s' is declared twice", path);
-    /* A hub of an earlier generation keeps its connections: take it over. */
+    /* A hub of an earlier generation keeps its connections: take it over (its options change
+     * only if this generation is adopted, see kr__lua_hubs_adopt). */
     kr_hub_t *hub = NULL;
     for (unsigned i = 0; i < app->nhubs && hub == NULL; i++)
         if (strcmp(kr_hub_path(app->hubs[i]), path) == 0)
@@ -711,14 +731,15 @@ static int l_kr_hub(lua_State *L)
     luaL_setmetatable(L, HUB_MT);
     /* stack: handlers handlertable box */
     vm->hubs = kr_realloc(vm->hubs, sizeof(*vm->hubs) * (vm->nhubs + 1));
-    if (hub == NULL) {
+    int created = hub == NULL;
+    if (created) {
+        /* New hubs are served only once this generation is adopted: requests are routed to
+         * the hubs of the current generation (kr__lua_hub_http). */
         hub = kr_hub_new(app->server, path, &o, &lua_hub_app, app);
         app->hubs = kr_realloc(app->hubs, sizeof(*app->hubs) * (app->nhubs + 1));
         app->hubs[app->nhubs++] = hub;
-    } else {
-        kr_hub_set_opts(hub, &o); /* applies when this generation is loaded */
     }
-    vm->hubs[vm->nhubs++] = hub;
+    vm->hubs[vm->nhubs++] = (kr_vm_hub_t){hub, o, created};
     box->hub = hub;
     if (vm->default_hub == NULL)
         vm->default_hub = hub;
@@ -794,10 +815,65 @@ static int l_hub_path(lua_State *L)
 
 int kr__lua_hub_http(kr_app_t *app, kr_http_req_t *req)
 {
-    for (unsigned i = 0; i < app->nhubs; i++)
-        if (kr_hub_handle_http(app->hubs[i], req))
+    /* Only the hubs the current generation declares are served. */
+    kr_vm_t *vm = app->vm;
+    for (unsigned i = 0; vm && i < vm->nhubs; i++)
+        if (kr_hub_handle_http(vm->hubs[i].hub, req))
             return 1;
     return 0;
+}
+
+static void remove_app_hub(kr_app_t *app, kr_hub_t *hub)
+{
+    for (unsigned i = 0; i < app->nhubs; i++) {
+        if (app->hubs[i] == hub) {
+            app->hubs[i] = app->hubs[--app->nhubs];
+            return;
+        }
+    }
+}
+
+static int vm_declares(const kr_vm_t *vm, const kr_hub_t *hub)
+{
+    for (unsigned i = 0; i < vm->nhubs; i++)
+        if (vm->hubs[i].hub == hub)
+            return 1;
+    return 0;
+}
+
+void kr__lua_hubs_adopt(kr_app_t *app, kr_vm_t *vm)
+{
+    for (unsigned i = 0; i < vm->nhubs; i++)
+        if (!vm->hubs[i].created)
+            kr_hub_set_opts(vm->hubs[i].hub, &vm->hubs[i].opts);
+    /* A hub the new scripts no longer declare is retired: its clients are told the server is
+     * stopping (they may reconnect elsewhere) and it is freed with the app. */
+    for (unsigned i = 0; i < app->nhubs;) {
+        kr_hub_t *hub = app->hubs[i];
+        if (vm_declares(vm, hub)) {
+            i++;
+            continue;
+        }
+        KR_LOG(KR_LOG_INFO, "hub", "%s is no longer declared: closing its connections",
+               kr_hub_path(hub));
+        kr_hub_shutdown(hub);
+        remove_app_hub(app, hub);
+        app->retired = kr_realloc(app->retired, sizeof(*app->retired) * (app->nretired + 1));
+        app->retired[app->nretired++] = hub;
+    }
+}
+
+void kr__lua_hubs_discard(kr_app_t *app, kr_vm_t *vm)
+{
+    /* Hubs that only a failed generation declared were never served: free them now. */
+    for (unsigned i = 0; i < vm->nhubs; i++) {
+        if (!vm->hubs[i].created)
+            continue;
+        remove_app_hub(app, vm->hubs[i].hub);
+        kr_hub_free(vm->hubs[i].hub);
+    }
+    vm->nhubs = 0;
+    vm->default_hub = NULL;
 }
 
 void kr__lua_hubs_shutdown(kr_app_t *app)
@@ -811,9 +887,12 @@ void kr__lua_hubs_free(kr_app_t *app)
     app->stopping_hard = 1; /* no more on_disconnected fibers */
     for (unsigned i = 0; i < app->nhubs; i++)
         kr_hub_free(app->hubs[i]);
+    for (unsigned i = 0; i < app->nretired; i++)
+        kr_hub_free(app->retired[i]);
     kr_free(app->hubs);
-    app->hubs = NULL;
-    app->nhubs = 0;
+    kr_free(app->retired);
+    app->hubs = app->retired = NULL;
+    app->nhubs = app->nretired = 0;
 }
 
 /* ---- registration ----------------------------------------------------------------------- */
