@@ -109,8 +109,13 @@ int kr_server_write_port_file(kr_server_t *s, const char *path)
 
 void kr__server_want_flush(kr_server_t *s, kr_conn_t *c)
 {
-    if (!kr_list_linked(&c->pending))
-        kr_list_insert_tail(&s->pending_writes, &c->pending);
+    if (kr_list_linked(&c->pending))
+        return;
+    /* The first queued connection of a turn makes sure the check phase comes soon: bytes
+     * queued from a timer or a fiber must not wait in poll for the next unrelated event. */
+    if (kr_list_empty(&s->pending_writes))
+        kr__server_wake(s);
+    kr_list_insert_tail(&s->pending_writes, &c->pending);
 }
 
 /* The idle handle only exists to make poll return at once; its callback does nothing. */

@@ -42,7 +42,11 @@ fi
 
 # Node packages for the end-to-end tests (and later the dashboard): npm ci only when the
 # lock file changed since the last install.
-for dir in tests/e2e; do
+npm_dirs=(tests/e2e)
+for group in "$@"; do
+  [ "$group" = bench ] && npm_dirs+=(bench/fanout)
+done
+for dir in "${npm_dirs[@]}"; do
   [ -f "$dir/package-lock.json" ] || continue
   stamp="$dir/node_modules/.kr-lock-stamp"
   if [ ! -f "$stamp" ] || ! cmp -s "$dir/package-lock.json" "$stamp"; then

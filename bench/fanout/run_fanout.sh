@@ -78,7 +78,7 @@ log() { printf '[fanout %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 num() { [[ $2 =~ ^[0-9]+([.][0-9]+)?$ ]] || die "$1 must be a number (got '$2')"; }
 num N "$N"; num DURATION "$DURATION"; num WARMUP "$WARMUP"; num RATE "$RATE"; num SLOW "$SLOW"
 num BATCH "$BATCH"; num CONCURRENCY "$CONCURRENCY"
-[[ $N =~ ^[0-9]+$ ]] && ((N >= 1 && N <= 19800)) || die "N must be 1..19800"
+if ! [[ $N =~ ^[0-9]+$ ]] || ((N < 1 || N > 19800)); then die "N must be 1..19800"; fi
 awk -v d="$DURATION" 'BEGIN { exit !(d > 0 && d <= 600) }' || die "DURATION must be in (0, 600]"
 case $SCENARIO in fanout | latency | slow | idle | connect) ;; *) die "unknown scenario '$SCENARIO'" ;; esac
 ((SERVER_CPU < $(nproc) && CLIENT_CPU < $(nproc))) || die "need cores $SERVER_CPU and $CLIENT_CPU"
@@ -94,7 +94,7 @@ run=$(mktemp -d "${TMPDIR:-/tmp}/fanout.XXXXXX")
 spid="" lgpid=""
 cleanup() {
   local rc=$?
-  [[ -n $lgpid ]] && kill "$lgpid" 2>/dev/null || true
+  if [[ -n $lgpid ]]; then kill "$lgpid" 2>/dev/null || true; fi
   if [[ -n $spid ]] && kill -0 "$spid" 2>/dev/null; then
     kill -TERM "$spid" 2>/dev/null || true
     for _ in $(seq 30); do kill -0 "$spid" 2>/dev/null || break; sleep 0.1; done
@@ -145,6 +145,7 @@ cpu_ticks() { # utime + stime of the whole process (all threads)
   local s
   s=$(cat "/proc/$spid/stat" 2>/dev/null) || { echo 0; return; }
   s=${s##*) }
+  # shellcheck disable=SC2086 # split the fields on purpose
   set -- $s
   echo $((${12} + ${13}))
 }
