@@ -60,6 +60,18 @@ char *kr_strdup(const char *s);
 char *kr_strndup(const char *s, size_t n);
 void kr_free(void *p);
 
+/* The value of one hex digit, or -1 (percent-decoding in URLs, queries and forms). */
+static inline int kr_hexval(int c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
 /* ASCII case-insensitive comparison of n bytes (HTTP header names, hub method names). */
 int kr_strncasecmp(const char *a, const char *b, size_t n);
 

@@ -106,17 +106,6 @@ const char *kr_http_req_header(const kr_http_req_t *req, const char *name, size_
     return NULL;
 }
 
-static int hexval(int c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* Percent-decodes src[0..n) into dst (which has room for n+1); returns the length, or -1
  * for a malformed escape or an encoded NUL. */
 static long percent_decode(const char *src, size_t n, char *dst)
@@ -126,7 +115,7 @@ static long percent_decode(const char *src, size_t n, char *dst)
         if (src[i] == '%') {
             if (i + 2 >= n)
                 return -1;
-            int hi = hexval((unsigned char)src[i + 1]), lo = hexval((unsigned char)src[i + 2]);
+            int hi = kr_hexval((unsigned char)src[i + 1]), lo = kr_hexval((unsigned char)src[i + 2]);
             if (hi < 0 || lo < 0 || (hi == 0 && lo == 0))
                 return -1;
             if (hi == 2 && lo == 15) {

@@ -868,17 +868,6 @@ static uint64_t tick_interval(const kr_hub_opts_t *o)
 
 /* ---- HTTP endpoints --------------------------------------------------------------------- */
 
-static int hexval(int ch)
-{
-    if (ch >= '0' && ch <= '9')
-        return ch - '0';
-    if (ch >= 'a' && ch <= 'f')
-        return ch - 'a' + 10;
-    if (ch >= 'A' && ch <= 'F')
-        return ch - 'A' + 10;
-    return -1;
-}
-
 /* Finds a query parameter (key compared case-insensitively, as .NET does) and percent-decodes
  * its value into out. Returns the length, -1 when absent, or -2 when too long for out (which
  * is never a valid value: the caller answers as for an unknown one). */
@@ -896,8 +885,8 @@ static long query_param(const kr_http_req_t *req, const char *key, char *out, si
             for (const char *v = eq ? eq + 1 : end; v < end; v++) {
                 if (o + 1 >= outlen)
                     return -2;
-                if (*v == '%' && v + 2 < end + 0 && hexval(v[1]) >= 0 && hexval(v[2]) >= 0) {
-                    out[o++] = (char)(hexval(v[1]) * 16 + hexval(v[2]));
+                if (*v == '%' && v + 2 < end + 0 && kr_hexval(v[1]) >= 0 && kr_hexval(v[2]) >= 0) {
+                    out[o++] = (char)(kr_hexval(v[1]) * 16 + kr_hexval(v[2]));
                     v += 2;
                 } else {
                     out[o++] = *v == '+' ? ' ' : *v;

@@ -113,7 +113,7 @@ void kr__server_want_flush(kr_server_t *s, kr_conn_t *c)
         return;
     /* The first queued connection of a turn makes sure the check phase comes soon: bytes
      * queued from a timer or a fiber must not wait in poll for the next unrelated event. */
-    if (kr_list_empty(&s->pending_writes))
+    if (kr_list_empty(&s->pending_writes) && s->started)
         kr__server_wake(s);
     kr_list_insert_tail(&s->pending_writes, &c->pending);
 }

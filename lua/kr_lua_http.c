@@ -43,17 +43,6 @@ typedef struct route_call_s {
 
 /* ---- URL-encoded text ------------------------------------------------------------------- */
 
-static int hexval(int c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* Pushes the form-decoded ('+' is a space) string s[0..n). Bad escapes stay as they are. */
 static void push_form_decoded(lua_State *L, const char *s, size_t n)
 {
@@ -64,8 +53,8 @@ static void push_form_decoded(lua_State *L, const char *s, size_t n)
         if (c == '+') {
             c = ' ';
         } else if (c == '%' && i + 2 < n) {
-            int hi = hexval((unsigned char)s[i + 1]);
-            int lo = hexval((unsigned char)s[i + 2]);
+            int hi = kr_hexval((unsigned char)s[i + 1]);
+            int lo = kr_hexval((unsigned char)s[i + 2]);
             if (hi >= 0 && lo >= 0) {
                 c = (char)(hi * 16 + lo);
                 i += 2;

@@ -15,7 +15,7 @@ want=(build-essential cmake pkg-config clang lld llvm
       libmsgpack-dev libhiredis-dev nodejs npm curl)
 for group in "$@"; do
   case "$group" in
-    bench) want+=(nginx libnginx-mod-http-lua wrk) ;;
+    bench) want+=(nginx libnginx-mod-http-lua lua-cjson wrk) ;;
     *) echo "deps.sh: unknown group '$group'" >&2; exit 2 ;;
   esac
 done
