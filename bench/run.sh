@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # bench/run.sh: run the benchmarks side by side with their peers and write docs/benchmarks.md.
 #
-#   bench/run.sh            every scenario that exists (for now: routes)
+#   bench/run.sh            every scenario (routes, then fanout)
 #   bench/run.sh routes     only the HTTP route scenario (kestrun vs nginx + lua-nginx-module)
+#   bench/run.sh fanout     only the SignalR broadcast scenarios (kestrun vs Node ws and socket.io):
+#                           fan-out, idle memory, connect rate, latency, slow consumer
 #
 # Environment (all optional):
 #   ROUNDS=5         rounds per scenario (each round measures every route on both servers)
@@ -19,6 +21,18 @@
 #   SKIP_DEPS=1      do not call scripts/deps.sh bench
 #   KEEP_RUNDIR=1    keep the temporary run directory (server logs, raw wrk outputs)
 #   OUT=...          where to write the report (default: docs/benchmarks.md)
+#   RESULTS_DIR=...  where each section's text is kept (default: bench/results/, git-ignored); a
+#                    section not run this time is taken from there, else from the previous report
+# fanout only (each measurement is one bench/fanout/run_fanout.sh call):
+#   FANOUT_ROUNDS=3  rounds of the fan-out and latency measurements (kestrun ws socketio, then the
+#                    reverse order the next round)
+#   FANOUT_N="100 1000"   client counts of the fan-out scenario (e.g. "100 1000 10000")
+#   RATES="10 50"    broadcasts/s of the open-loop latency scenario (N = LAT_N=1000)
+#   IDLE_N=10000     clients of the idle-memory and connect-rate scenarios (one round each)
+#   SLOW_N=100 SLOW_DURATION=30   slow-consumer scenario: N readers + 1 client that never reads, and
+#                    the same fan-out without it, SLOW_DURATION s each (SLOW_SERVERS="kestrun ws socketio")
+#   FANOUT_RETRIES=1 a fan-out measurement where neither the server nor the loadgen used SAT_MIN % of
+#                    its core is repeated at most this many times
 #
 # Method (see bench/README.md): the server runs on SERVER_CPU, wrk on CLIENT_CPU, loopback only.
 # The two servers alternate (A B, then B A the next round), each measurement gets a fresh server
@@ -52,14 +66,14 @@ done
 ((WARMUP <= 60)) || { echo "run.sh: WARMUP must be 0..60 s" >&2; exit 2; }
 ((RETRIES <= 5)) || { echo "run.sh: RETRIES must be 0..5" >&2; exit 2; }
 
-all_scenarios=(routes)
+all_scenarios=(routes fanout)
 scenarios=()
 if (($# == 0)); then
   scenarios=("${all_scenarios[@]}")
 else
   for s in "$@"; do
     case "$s" in
-      routes) scenarios+=("$s") ;;
+      routes | fanout) scenarios+=("$s") ;;
       -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
       *) echo "run.sh: unknown scenario '$s' (known: ${all_scenarios[*]})" >&2; exit 2 ;;
     esac
@@ -74,13 +88,24 @@ if [[ ${SKIP_DEPS:-0} != 1 && -x $repo/scripts/deps.sh ]]; then
   log "scripts/deps.sh bench"
   "$repo/scripts/deps.sh" bench
 fi
-for cmd in nginx wrk taskset curl ss pgrep awk; do
-  command -v "$cmd" >/dev/null 2>&1 || die "'$cmd' not found (scripts/deps.sh bench installs the peers)"
+want() { local s; for s in "${scenarios[@]}"; do [[ $s == "$1" ]] && return 0; done; return 1; }
+for cmd in taskset curl ss pgrep awk; do
+  command -v "$cmd" >/dev/null 2>&1 || die "'$cmd' not found"
 done
-for pkg in libnginx-mod-http-lua lua-cjson; do
-  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" ||
-    die "Debian package '$pkg' is missing (apt-get install $pkg)"
-done
+if want routes; then
+  for cmd in nginx wrk; do
+    command -v "$cmd" >/dev/null 2>&1 || die "'$cmd' not found (scripts/deps.sh bench installs the peers)"
+  done
+  for pkg in libnginx-mod-http-lua lua-cjson; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" ||
+      die "Debian package '$pkg' is missing (apt-get install $pkg)"
+  done
+fi
+if want fanout; then
+  for cmd in node npm python3 make cc; do
+    command -v "$cmd" >/dev/null 2>&1 || die "'$cmd' not found (the fan-out scenarios need it)"
+  done
+fi
 ncpu=$(nproc)
 ((SERVER_CPU < ncpu && CLIENT_CPU < ncpu)) || die "need cores $SERVER_CPU and $CLIENT_CPU, this machine has $ncpu"
 ((SERVER_CPU != CLIENT_CPU)) || log "warning: server and wrk pinned to the same core"

@@ -847,9 +847,13 @@ static void process_input(http_conn_t *hc)
     kr_conn_unref(c);
 }
 
+static http_conn_t *http_state_new(kr_conn_t *c);
+
 static void http_on_read(kr_conn_t *c)
 {
     http_conn_t *hc = c->proto_data;
+    if (hc == NULL)
+        hc = http_state_new(c); /* first bytes on this connection */
     if (hc->active != NULL) {
         /* Pipelined bytes wait in the buffer; reading stops when it is full. */
         return;
@@ -929,18 +933,7 @@ static void http_on_close(kr_conn_t *c)
     c->proto_data = NULL;
 }
 
-static void http_on_first_read(kr_conn_t *c);
-
 const kr_conn_proto_t kr_http_proto = {
-    .name = "http",
-    .on_read = http_on_first_read,
-    .on_eof = http_on_eof,
-    .on_drain = http_on_drain,
-    .on_timeout = http_on_timeout,
-    .on_close = http_on_close,
-};
-
-static const kr_conn_proto_t http_proto_running = {
     .name = "http",
     .on_read = http_on_read,
     .on_eof = http_on_eof,
@@ -969,7 +962,7 @@ static void init_settings(void)
 
 /* The protocol state is created on the first bytes, so idle accepted sockets cost only the
  * kr_conn itself. Until then the deadline is the header timeout from accept. */
-static void http_on_first_read(kr_conn_t *c)
+static http_conn_t *http_state_new(kr_conn_t *c)
 {
     init_settings();
     http_conn_t *hc = kr_calloc(1, sizeof(*hc));
@@ -981,6 +974,5 @@ static void http_on_first_read(kr_conn_t *c)
     kr_sbuf_init(&hc->arena, 1024);
     kr_sbuf_init(&hc->body, 1024);
     c->proto_data = hc;
-    c->proto = &http_proto_running;
-    process_input(hc);
+    return hc;
 }
