@@ -40,9 +40,9 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
-# Node packages for the end-to-end tests (and later the dashboard): npm ci only when the
+# Node packages for the end-to-end tests and the demo dashboard: npm ci only when the
 # lock file changed since the last install.
-npm_dirs=(tests/e2e)
+npm_dirs=(tests/e2e scripts/examples/dashboard)
 for group in "$@"; do
   [ "$group" = bench ] && npm_dirs+=(bench/fanout)
 done

@@ -1,48 +1,67 @@
 -- demo.lua: the kestrun demo. Run it with `make demo`, then open http://127.0.0.1:5000/
 --
--- Routes written in Lua, each in its own fiber; a timer; static files; JSON in and out.
+-- The use cases of Kestrun's SignalR guide in Lua: a hub at /runtime, routes that broadcast
+-- logs and events, a metrics broadcast every 2 seconds, and a dashboard page that shows all
+-- of it live through the official @microsoft/signalr browser client.
 
 kr.listen{ host = "127.0.0.1", port = 5000 }
+
+local hub = kr.hub("/runtime")          -- the default hub: kr.send_log / kr.send_event target it
+
+-- The official browser client, from the dashboard's npm packages (scripts/deps.sh installs it).
+kr.static("/lib/signalr", "scripts/examples/dashboard/node_modules/@microsoft/signalr/dist/browser")
 kr.static("/", "scripts/examples/public")
 
-local started = kr.now()
-local hits = 0
-
--- A plain text route with a route parameter.
-kr.map_route("GET", "/hello/{name}", function(req, res)
-  hits = hits + 1
-  res:text("Hello, " .. req.params.name .. "!")
-end)
-
--- JSON out, with an integer-constrained parameter.
-kr.map_route("GET", "/api/item/{id:int}", function(req, res)
-  res:json({ id = req.params.id, name = "item " .. req.params.id, price = 9.99 })
-end)
-
--- JSON in: echo the decoded body, or 400 with the parse error.
-kr.map_route("POST", "/api/echo", function(req, res)
-  local body, err = req:json()
-  if not body then
-    return res:json({ error = err }, 400)
+-- Broadcast a log line: GET /api/log/Warning
+kr.map_route("GET", "/api/log/{level}", function(req, res)
+  local ok, err = kr.send_log(req.params.level, "Event occurred at " .. kr.now():sub(12, 19))
+  if not ok then
+    return res:text(err, 400)
   end
-  res:json({ received = body, at = kr.now() })
+  res:text("Log broadcasted")
 end)
 
--- kr.sleep suspends only this request: other requests keep being served meanwhile.
-kr.map_route("GET", "/api/slow", function(req, res)
-  local ms = tonumber(req.query.ms) or 500
-  kr.sleep(math.min(ms, 5000))
-  res:json({ slept_ms = ms })
+-- Broadcast an event with data: GET /api/notify
+kr.map_route("GET", "/api/notify", function(req, res)
+  kr.send_event("Notification", {
+    Title = "System Update",
+    Message = "New features available",
+    Timestamp = kr.now(),
+  })
+  res:text("Event broadcasted")
+end)
+
+-- Send to one group: GET /api/group/admins?message=hi
+kr.map_route("GET", "/api/group/{group}", function(req, res)
+  local ok, n = kr.group_send(req.params.group, "ReceiveGroupMessage",
+                              { group = req.params.group, message = req.query.message or "hello" })
+  res:json({ sent = ok, recipients = n })
 end)
 
 kr.map_route("GET", "/api/status", function(req, res)
+  res:json({ connections = kr.connections(), metrics = kr.metrics(), now = kr.now() })
+end)
+
+-- A hub method written in Lua: connection.invoke("Add", 2, 3) returns 5.
+hub:on("Add", function(ctx, a, b)
+  return a + b
+end)
+
+hub:on_connected(function(ctx)
+  ctx:send("Welcome", "connected as " .. ctx.connection_id)
+end)
+
+-- Periodic metrics for the dashboard.
+kr.every(2000, function()
   local m = kr.metrics()
-  res:json({ started = started, now = kr.now(), hits = hits, metrics = m })
+  kr.send_event("Metrics", {
+    connections = m.connections,
+    requests = m.requests,
+    messages_sent = m.messages_sent,
+    memory_mb = math.floor(m.memory_mb * 10 + 0.5) / 10,
+    cpu_percent = math.floor(m.cpu_percent * 10 + 0.5) / 10,
+    uptime_s = math.floor(m.uptime_s),
+  })
 end)
 
--- A periodic job: logs the request count every 30 seconds.
-kr.every(30000, function()
-  kr.log("Information", "demo heartbeat", { hits = hits })
-end)
-
-kr.log("Information", "demo loaded: try /hello/world, /api/item/7, /api/slow?ms=300, /api/status")
+kr.log("Information", "demo loaded: open http://127.0.0.1:5000/")
