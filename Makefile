@@ -53,7 +53,12 @@ fuzz-run: fuzz-build
 fuzz:
 	@$(MAKE) --no-print-directory fuzz-run FUZZ_SECONDS=$(or $(FUZZ_SECONDS),600)
 
-bench: build
+# The fan-out benchmark's tools: loadgen and raw_ceiling (build/fanout/), the Node peers (npm ci).
+.PHONY: bench-tools
+bench-tools:
+	$(MAKE) -C bench/fanout && $(MAKE) -C bench/fanout node_modules
+
+bench: build bench-tools
 	bench/run.sh
 
 format:

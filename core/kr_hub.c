@@ -58,6 +58,7 @@ struct kr_sr_conn_s {
     int protocol;
     kr_sr_wire_e wire;
     kr_ws_t *ws;
+    kr_conn_t *sse; /* the event-stream response's connection (Server-Sent Events) */
     char *user;
     membership_t user_m; /* g == NULL when anonymous */
     membership_t *groups;
@@ -100,7 +101,7 @@ void kr_hub_opts_default(kr_hub_opts_t *o)
     o->handshake_timeout_ms = 15000;
     o->disconnect_timeout_ms = 15000;
     o->max_message_bytes = 32768;
-    o->transports = KR_SR_TRANSPORT_WS;
+    o->transports = KR_SR_TRANSPORT_WS | KR_SR_TRANSPORT_SSE;
     o->protocols = KR_SR_PROTO_JSON;
     o->detailed_errors = 0;
     o->builtins = 1;
@@ -318,11 +319,37 @@ static int wire_protocol(kr_sr_wire_e wire)
     return wire == KR_WIRE_WS_MSGPACK ? KR_SR_PROTO_MSGPACK : KR_SR_PROTO_JSON;
 }
 
+/* One Server-Sent Events event: every LF-separated line as "data: line" (a CR before the LF
+ * dropped), then an empty line. EventSource joins the lines with LF again. */
+static kr_buf_t *sse_event(const kr_buf_t *records)
+{
+    kr_sbuf_t sb;
+    kr_sbuf_init(&sb, records->len + 16);
+    const char *p = records->data, *end = records->data + records->len;
+    while (p < end) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        const char *stop = nl ? nl : end;
+        size_t n = (size_t)(stop - p);
+        if (nl && n > 0 && stop[-1] == '\r')
+            n--;
+        kr_sbuf_append(&sb, "data: ", 6);
+        kr_sbuf_append(&sb, p, n);
+        kr_sbuf_append(&sb, "\r\n", 2);
+        p = nl ? nl + 1 : end;
+    }
+    kr_sbuf_append(&sb, "\r\n", 2);
+    return kr_sbuf_finish(&sb);
+}
+
 /* Wraps encoded records into the delivery unit of a wire format. Takes records. */
 static kr_buf_t *make_unit(kr_sr_wire_e wire, kr_buf_t *records)
 {
-    kr_buf_t *unit = kr_ws_frame_new(wire == KR_WIRE_WS_MSGPACK ? 0x2 : 0x1, records->data,
-                                     records->len);
+    kr_buf_t *unit;
+    if (wire == KR_WIRE_SSE_JSON)
+        unit = sse_event(records);
+    else
+        unit = kr_ws_frame_new(wire == KR_WIRE_WS_MSGPACK ? 0x2 : 0x1, records->data,
+                               records->len);
     kr_buf_unref(records);
     return unit;
 }
@@ -330,12 +357,13 @@ static kr_buf_t *make_unit(kr_sr_wire_e wire, kr_buf_t *records)
 /* Queues one delivery unit (takes the reference). */
 static int deliver(kr_sr_conn_t *c, kr_buf_t *unit)
 {
-    if (c->ws == NULL) {
-        kr_buf_unref(unit);
-        return KR_ECLOSED;
-    }
     c->last_send_ms = now_ms(c->hub);
-    return kr_ws_send_frame(c->ws, unit);
+    if (c->ws != NULL)
+        return kr_ws_send_frame(c->ws, unit);
+    if (c->sse != NULL)
+        return kr_conn_write(c->sse, unit);
+    kr_buf_unref(unit);
+    return KR_ECLOSED;
 }
 
 /* Sends records already encoded for this connection's protocol (handshake, completions). */
@@ -449,6 +477,12 @@ void kr_sr_conn_close(kr_sr_conn_t *c, const char *error, int allow_reconnect)
         kr_ws_close(c->ws, 1000, NULL);
         return;
     }
+    if (c->sse) {
+        /* Ending the event stream is a normal close for the client; the connection's close
+         * callback ends the logical connection. */
+        kr_conn_close_after_flush(c->sse);
+        return;
+    }
     conn_ended(c, NULL);
 }
 
@@ -468,6 +502,10 @@ static void conn_ended(kr_sr_conn_t *c, const char *error)
         hub->nconnected--;
     c->state = SR_CLOSING;
     c->ws = NULL;
+    if (c->sse) {
+        c->sse->proto_data = NULL; /* the event stream no longer reports to us */
+        c->sse = NULL;
+    }
     if (error == NULL)
         error = c->close_error;
     if (c->connected_once) {
@@ -577,7 +615,7 @@ static void handle_handshake(kr_sr_conn_t *c, const char *rec, size_t len)
         return;
     }
     c->protocol = KR_SR_PROTO_JSON;
-    c->wire = KR_WIRE_WS_JSON;
+    c->wire = c->transport == KR_SR_TRANSPORT_SSE ? KR_WIRE_SSE_JSON : KR_WIRE_WS_JSON;
     kr_sbuf_t sb;
     kr_sbuf_init(&sb, 16);
     kr_sr_json_write_handshake_ok(&sb);
@@ -585,7 +623,8 @@ static void handle_handshake(kr_sr_conn_t *c, const char *rec, size_t len)
     c->state = SR_CONNECTED;
     c->connected_once = 1;
     hub->nconnected++;
-    KR_LOG(KR_LOG_INFO, "hub", "%s: %s connected (WebSockets, json)", hub->path, c->id);
+    KR_LOG(KR_LOG_INFO, "hub", "%s: %s connected (%s, json)", hub->path, c->id,
+           c->transport == KR_SR_TRANSPORT_SSE ? "ServerSentEvents" : "WebSockets");
     if (hub->app.connected)
         hub->app.connected(hub, c, hub->app_ud);
 }
@@ -965,8 +1004,74 @@ static void negotiate(kr_hub_t *hub, kr_http_req_t *req)
     kr_sbuf_puts(&sb, ",\"availableTransports\":[");
     if (hub->opts.transports & KR_SR_TRANSPORT_WS)
         kr_sbuf_puts(&sb, "{\"transport\":\"WebSockets\",\"transferFormats\":[\"Text\",\"Binary\"]}");
+    if (hub->opts.transports & KR_SR_TRANSPORT_SSE)
+        kr_sbuf_printf(&sb, "%s{\"transport\":\"ServerSentEvents\",\"transferFormats\":[\"Text\"]}",
+                       hub->opts.transports & KR_SR_TRANSPORT_WS ? "," : "");
     kr_sbuf_puts(&sb, "]}");
     respond_json(req, &sb);
+}
+
+/* ---- Server-Sent Events transport ------------------------------------------------------ */
+
+/* The event stream carries nothing from the client: input is dropped, EOF or a reset ends it. */
+static void sse_on_read(kr_conn_t *conn)
+{
+    kr_conn_consume(conn, conn->rlen);
+}
+
+static void sse_on_close(kr_conn_t *conn)
+{
+    kr_sr_conn_t *c = conn->proto_data;
+    if (c == NULL)
+        return;
+    conn->proto_data = NULL;
+    c->sse = NULL;
+    kr_sr_conn_ref(c);
+    conn_ended(c, NULL);
+    kr_sr_conn_unref(c);
+}
+
+static const kr_conn_proto_t sse_proto = {
+    .name = "sse",
+    .on_read = sse_on_read,
+    .on_close = sse_on_close,
+};
+
+static void start_sse(kr_hub_t *hub, kr_http_req_t *req, kr_sr_conn_t *c)
+{
+    /* The body has no length: it ends with the connection. ":\r\n" (a comment) is flushed at
+     * once so that EventSource reports the stream open. */
+    kr_sbuf_t sb;
+    kr_sbuf_init(&sb, 256);
+    kr_sbuf_puts(&sb, "HTTP/1.1 200 OK\r\nServer: kestrun\r\nDate: ");
+    kr_sbuf_puts(&sb, kr_server_date(hub->server));
+    kr_sbuf_puts(&sb, "\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
+                      "Connection: close\r\n\r\n:\r\n");
+    kr_conn_t *conn = req->conn;
+    if (conn == NULL || kr_conn_write(conn, kr_sbuf_finish(&sb)) != 0)
+        return;
+    if (kr_http_take_over(req, &sse_proto, c) == NULL)
+        return;
+    conn->high_water = 0; /* nothing to read: only the hard limit matters */
+    conn->hard_limit = hub->opts.hard_limit;
+    c->sse = conn;
+    c->transport = KR_SR_TRANSPORT_SSE;
+    c->wire = KR_WIRE_SSE_JSON;
+    c->state = SR_HANDSHAKING;
+    c->created_ms = c->last_recv_ms = now_ms(hub); /* the handshake timeout starts now */
+}
+
+/* POST {hub}?id=: records from the client of an SSE connection. */
+static void receive_post(kr_sr_conn_t *c, kr_http_req_t *req)
+{
+    if (req->body && req->body->len > 0) {
+        c->last_recv_ms = now_ms(c->hub);
+        kr_sbuf_append(&c->inbuf, req->body->data, req->body->len);
+        kr_sr_conn_ref(c);
+        process_input(c);
+        kr_sr_conn_unref(c);
+    }
+    kr_http_respond(req, 200, NULL, 0, NULL);
 }
 
 static void start_websocket(kr_hub_t *hub, kr_http_req_t *req, kr_sr_conn_t *c)
@@ -995,6 +1100,12 @@ static void start_websocket(kr_hub_t *hub, kr_http_req_t *req, kr_sr_conn_t *c)
     c->transport = KR_SR_TRANSPORT_WS;
     c->state = SR_HANDSHAKING;
     c->created_ms = c->last_recv_ms = now_ms(hub); /* the handshake timeout starts now */
+}
+
+static int accepts_event_stream(const kr_http_req_t *req)
+{
+    const char *accept = kr_http_req_header(req, "accept", NULL);
+    return accept != NULL && strstr(accept, "text/event-stream") != NULL;
 }
 
 int kr_hub_handle_http(kr_hub_t *hub, kr_http_req_t *req)
@@ -1050,9 +1161,24 @@ int kr_hub_handle_http(kr_hub_t *hub, kr_http_req_t *req)
             respond_text(req, 400, "Cannot terminate this connection using the DELETE endpoint.");
         else
             respond_text(req, 400, "Cannot change transports mid-connection");
+    } else if (c->transport == KR_SR_TRANSPORT_SSE) {
+        if (req->method == KR_M_POST)
+            receive_post(c, req);
+        else if (req->method == KR_M_DELETE)
+            respond_text(req, 400, "Cannot terminate this connection using the DELETE endpoint.");
+        else
+            respond_text(req, 400, "Cannot change transports mid-connection");
+    } else if (req->method == KR_M_GET && accepts_event_stream(req)) {
+        if (!(hub->opts.transports & KR_SR_TRANSPORT_SSE))
+            respond_text(req, 404, "ServerSentEvents transport is not enabled");
+        else
+            start_sse(hub, req, c);
+    } else if (req->method == KR_M_POST) {
+        /* A negotiated connection has no transport yet: nothing can be sent on it. */
+        respond_text(req, 404, "No Connection with that ID");
     } else {
-        /* Server-Sent Events and long polling are not enabled on this server yet. */
-        respond_text(req, 404, "Transport not enabled");
+        /* Long polling is not enabled on this server yet. */
+        respond_text(req, 404, "LongPolling transport is not enabled");
     }
     return 1;
 }
@@ -1164,6 +1290,8 @@ void kr_hub_free(kr_hub_t *hub)
         c->state = SR_CLOSED;
         if (c->ws)
             kr_ws_set_userdata(c->ws, NULL);
+        if (c->sse)
+            c->sse->proto_data = NULL;
         kr_list_remove(&c->link);
         kr_sr_conn_unref(c);
     }

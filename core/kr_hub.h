@@ -2,8 +2,8 @@
  * broadcasting (the KestrunHub and IRealtimeBroadcaster of Kestrun).
  *
  * A hub owns its logical connections (kr_sr_conn_t): an index by id and by token, its groups
- * and users. A connection is bound to one transport (WebSockets today) and one hub protocol
- * (JSON today); its wire format decides which encoded bytes it takes from a broadcast.
+ * and users. A connection is bound to one transport (WebSockets, or Server-Sent Events with
+ * POSTs for client messages) and one hub protocol (JSON today); its wire format decides which encoded bytes it takes from a broadcast.
  * Broadcasting encodes a message once per wire format into one refcounted buffer and queues a
  * reference on each recipient (architecture rule 2); slow recipients are dealt with by their
  * connection's watermarks, never by the broadcaster.
@@ -32,6 +32,7 @@ enum { KR_SR_PROTO_JSON = 1, KR_SR_PROTO_MSGPACK = 2 };
 typedef enum kr_sr_wire_e {
     KR_WIRE_WS_JSON = 0, /* WebSocket text frame holding JSON records */
     KR_WIRE_WS_MSGPACK,  /* WebSocket binary frame holding varint-framed msgpack records */
+    KR_WIRE_SSE_JSON,    /* one Server-Sent Events event ("data: ...\r\n\r\n") of JSON records */
     KR_WIRE_COUNT
 } kr_sr_wire_e;
 

@@ -680,7 +680,7 @@ static void read_opts(lua_State *L, int t, kr_hub_opts_t *o)
     o->max_queued_invocations =
         (unsigned)opt_ms(L, t, "max_queued_invocations", o->max_queued_invocations);
     o->transports = opt_list(L, t, "transports", o->transports, tnames, tbits, 3,
-                             KR_SR_TRANSPORT_WS);
+                             KR_SR_TRANSPORT_WS | KR_SR_TRANSPORT_SSE);
     o->protocols = opt_list(L, t, "protocols", o->protocols, pnames, pbits, 2, KR_SR_PROTO_JSON);
     o->detailed_errors = opt_bool(L, t, "detailed_errors", o->detailed_errors);
     o->builtins = opt_bool(L, t, "builtins", o->builtins);

@@ -491,13 +491,19 @@ TEST(negotiate)
     ASSERT(strcmp(id, token) != 0);
     const cJSON *tr = cJSON_GetObjectItemCaseSensitive(j, "availableTransports");
     ASSERT(cJSON_IsArray(tr));
-    ASSERT_EQ(cJSON_GetArraySize(tr), 1);
+    /* The enabled transports in preference order: WebSockets, then Server-Sent Events. */
+    ASSERT_EQ(cJSON_GetArraySize(tr), 2);
     const cJSON *t0 = cJSON_GetArrayItem(tr, 0);
     ASSERT_STR_EQ(json_str(t0, "transport"), "WebSockets");
     const cJSON *fmts = cJSON_GetObjectItemCaseSensitive(t0, "transferFormats");
     ASSERT(cJSON_IsArray(fmts));
     ASSERT_STR_EQ(cJSON_GetArrayItem(fmts, 0)->valuestring, "Text");
     ASSERT_STR_EQ(cJSON_GetArrayItem(fmts, 1)->valuestring, "Binary");
+    const cJSON *t1 = cJSON_GetArrayItem(tr, 1);
+    ASSERT_STR_EQ(json_str(t1, "transport"), "ServerSentEvents");
+    fmts = cJSON_GetObjectItemCaseSensitive(t1, "transferFormats");
+    ASSERT_EQ(cJSON_GetArraySize(fmts), 1);
+    ASSERT_STR_EQ(cJSON_GetArrayItem(fmts, 0)->valuestring, "Text");
     /* A negotiated connection is not connected yet. */
     ASSERT_NULL(kr_hub_find(fx.hub, id, strlen(id)));
     ASSERT_EQ(kr_hub_connection_count(fx.hub), 0);
@@ -1929,7 +1935,7 @@ TEST(options)
     /* Hot reload of the options. */
     kr_hub_opts_default(&o);
     kr_hub_set_opts(fx.hub, &o);
-    ASSERT_EQ(kr_hub_opts(fx.hub)->transports, KR_SR_TRANSPORT_WS);
+    ASSERT_EQ(kr_hub_opts(fx.hub)->transports, KR_SR_TRANSPORT_WS | KR_SR_TRANSPORT_SSE);
     client_t *a = client_connect(&fx);
     KR_UNUSED(a);
     fx_done(&fx);

@@ -11,12 +11,12 @@ const { request, sleep } = require('./server');
 
 const RS = '\x1e';
 
-// A HubConnection over WebSockets with logging off. opts: skipNegotiation, reconnect (array of
-// delays), serverTimeoutMs, keepAliveMs, headers.
+// A HubConnection over WebSockets (or opts.transport) with logging off. opts: transport,
+// skipNegotiation, reconnect (array of delays), serverTimeoutMs, keepAliveMs, headers.
 function hubConnection(url, opts = {}) {
   let b = new signalR.HubConnectionBuilder()
     .withUrl(url, {
-      transport: signalR.HttpTransportType.WebSockets,
+      transport: opts.transport || signalR.HttpTransportType.WebSockets,
       skipNegotiation: !!opts.skipNegotiation,
       headers: opts.headers,
     })
