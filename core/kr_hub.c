@@ -59,6 +59,12 @@ struct kr_sr_conn_s {
     kr_sr_wire_e wire;
     kr_ws_t *ws;
     kr_conn_t *sse; /* the event-stream response's connection (Server-Sent Events) */
+    /* long polling */
+    kr_outq_t lp_queue;      /* delivery units waiting for a poll */
+    kr_http_req_t *poll;     /* the poll being held, or NULL */
+    uint64_t poll_since_ms;  /* when the held poll arrived, or when the last one was answered */
+    int lp_ended;            /* the logical connection is over: the next poll gets 204 */
+    kr_list_t lp_ready_link; /* hub->lp_ready: a held poll has something to answer with */
     char *user;
     membership_t user_m; /* g == NULL when anonymous */
     membership_t *groups;
@@ -87,6 +93,9 @@ struct kr_hub_s {
     kr_list_t conns;
     unsigned nconnected;
     uv_timer_t timer;
+    uv_timer_t lp_timer;   /* answers ready long polls at the next loop turn (a safe point) */
+    kr_list_t lp_ready;
+    int open_handles;      /* the hub is freed when both timers have closed */
     int shutting_down;
 };
 
@@ -101,7 +110,8 @@ void kr_hub_opts_default(kr_hub_opts_t *o)
     o->handshake_timeout_ms = 15000;
     o->disconnect_timeout_ms = 15000;
     o->max_message_bytes = 32768;
-    o->transports = KR_SR_TRANSPORT_WS | KR_SR_TRANSPORT_SSE;
+    o->transports = KR_SR_TRANSPORT_WS | KR_SR_TRANSPORT_SSE | KR_SR_TRANSPORT_LP;
+    o->poll_timeout_ms = 90000;
     o->protocols = KR_SR_PROTO_JSON;
     o->detailed_errors = 0;
     o->builtins = 1;
@@ -157,6 +167,7 @@ void kr_sr_conn_unref(kr_sr_conn_t *c)
         kr_free(q);
     }
     kr_sbuf_dispose(&c->inbuf);
+    kr_outq_dispose(&c->lp_queue);
     kr_free(c->close_error);
     kr_free(c->groups);
     kr_free(c->user);
@@ -195,6 +206,8 @@ static kr_sr_conn_t *conn_new(kr_hub_t *hub, int with_token)
         memcpy(c->token, c->id, sizeof(c->id)); /* negotiate v0 and skipNegotiation use the id */
     kr_sbuf_init(&c->inbuf, 256);
     kr_list_init(&c->queue);
+    kr_outq_init(&c->lp_queue);
+    kr_list_init(&c->lp_ready_link);
     c->created_ms = c->last_recv_ms = c->last_send_ms = now_ms(hub);
     kr_map_put(&hub->by_id, c->id, ID_LEN, c);
     kr_map_put(&hub->by_token, c->token, ID_LEN, c);
@@ -345,6 +358,8 @@ static kr_buf_t *sse_event(const kr_buf_t *records)
 static kr_buf_t *make_unit(kr_sr_wire_e wire, kr_buf_t *records)
 {
     kr_buf_t *unit;
+    if (wire == KR_WIRE_RAW_JSON)
+        return records; /* long polling: a poll's body is the records themselves */
     if (wire == KR_WIRE_SSE_JSON)
         unit = sse_event(records);
     else
@@ -354,6 +369,8 @@ static kr_buf_t *make_unit(kr_sr_wire_e wire, kr_buf_t *records)
     return unit;
 }
 
+static void lp_schedule(kr_sr_conn_t *c);
+
 /* Queues one delivery unit (takes the reference). */
 static int deliver(kr_sr_conn_t *c, kr_buf_t *unit)
 {
@@ -362,6 +379,19 @@ static int deliver(kr_sr_conn_t *c, kr_buf_t *unit)
         return kr_ws_send_frame(c->ws, unit);
     if (c->sse != NULL)
         return kr_conn_write(c->sse, unit);
+    if (c->transport == KR_SR_TRANSPORT_LP && !c->lp_ended) {
+        /* The same bound as any output queue: past the hard limit the client is too slow. */
+        if (c->lp_queue.bytes + unit->len > c->hub->opts.hard_limit) {
+            kr_buf_unref(unit);
+            c->hub->server->stats.slow_consumers++;
+            c->lp_ended = 1;
+            lp_schedule(c);
+            return KR_ELIMIT;
+        }
+        kr_outq_push(&c->lp_queue, unit);
+        lp_schedule(c);
+        return 0;
+    }
     kr_buf_unref(unit);
     return KR_ECLOSED;
 }
@@ -458,6 +488,7 @@ int kr_sr_conn_send(kr_sr_conn_t *c, const kr_sr_payload_t *p)
 /* ---- closing ---------------------------------------------------------------------------- */
 
 static void conn_ended(kr_sr_conn_t *c, const char *error);
+static void lp_release(kr_sr_conn_t *c, int status);
 
 void kr_sr_conn_close(kr_sr_conn_t *c, const char *error, int allow_reconnect)
 {
@@ -483,6 +514,13 @@ void kr_sr_conn_close(kr_sr_conn_t *c, const char *error, int allow_reconnect)
         kr_conn_close_after_flush(c->sse);
         return;
     }
+    if (c->transport == KR_SR_TRANSPORT_LP) {
+        /* The Close record (if any) goes out with the held or the next poll; the poll after
+         * that gets 204, which ends the connection on the client (lp_answer). */
+        c->lp_ended = 1;
+        lp_schedule(c);
+        return;
+    }
     conn_ended(c, NULL);
 }
 
@@ -506,6 +544,7 @@ static void conn_ended(kr_sr_conn_t *c, const char *error)
         c->sse->proto_data = NULL; /* the event stream no longer reports to us */
         c->sse = NULL;
     }
+    lp_release(c, 204);
     if (error == NULL)
         error = c->close_error;
     if (c->connected_once) {
@@ -615,7 +654,9 @@ static void handle_handshake(kr_sr_conn_t *c, const char *rec, size_t len)
         return;
     }
     c->protocol = KR_SR_PROTO_JSON;
-    c->wire = c->transport == KR_SR_TRANSPORT_SSE ? KR_WIRE_SSE_JSON : KR_WIRE_WS_JSON;
+    c->wire = c->transport == KR_SR_TRANSPORT_SSE  ? KR_WIRE_SSE_JSON
+              : c->transport == KR_SR_TRANSPORT_LP ? KR_WIRE_RAW_JSON
+                                                   : KR_WIRE_WS_JSON;
     kr_sbuf_t sb;
     kr_sbuf_init(&sb, 16);
     kr_sr_json_write_handshake_ok(&sb);
@@ -624,7 +665,9 @@ static void handle_handshake(kr_sr_conn_t *c, const char *rec, size_t len)
     c->connected_once = 1;
     hub->nconnected++;
     KR_LOG(KR_LOG_INFO, "hub", "%s: %s connected (%s, json)", hub->path, c->id,
-           c->transport == KR_SR_TRANSPORT_SSE ? "ServerSentEvents" : "WebSockets");
+           c->transport == KR_SR_TRANSPORT_SSE  ? "ServerSentEvents"
+           : c->transport == KR_SR_TRANSPORT_LP ? "LongPolling"
+                                                : "WebSockets");
     if (hub->app.connected)
         hub->app.connected(hub, c, hub->app_ud);
 }
@@ -867,6 +910,20 @@ static void on_tick(uv_timer_t *t)
         kr_sr_conn_t *c = kr_container_of(it, kr_sr_conn_t, link);
         it = it->next;
         kr_sr_conn_ref(c);
+        if (c->transport == KR_SR_TRANSPORT_LP && c->state != SR_CLOSED) {
+            /* Long polling has no pings: a held poll is answered empty after the poll timeout,
+             * and a client that stops polling (or whose poll's socket went away) is gone. */
+            if (c->poll != NULL && c->poll->conn == NULL)
+                lp_release(c, 204);
+            if (c->poll != NULL && now - c->poll_since_ms >= hub->opts.poll_timeout_ms)
+                lp_release(c, 200);
+            else if (c->poll == NULL && now - c->poll_since_ms >= hub->opts.disconnect_timeout_ms)
+                conn_ended(c, c->lp_ended ? NULL : "the client stopped polling");
+            if (c->state == SR_HANDSHAKING && now - c->created_ms >= hub->opts.handshake_timeout_ms)
+                handshake_fail(c, "Handshake was canceled.");
+            kr_sr_conn_unref(c);
+            continue;
+        }
         switch (c->state) {
         case SR_NEGOTIATED:
             if (now - c->created_ms >= hub->opts.disconnect_timeout_ms)
@@ -1007,6 +1064,10 @@ static void negotiate(kr_hub_t *hub, kr_http_req_t *req)
     if (hub->opts.transports & KR_SR_TRANSPORT_SSE)
         kr_sbuf_printf(&sb, "%s{\"transport\":\"ServerSentEvents\",\"transferFormats\":[\"Text\"]}",
                        hub->opts.transports & KR_SR_TRANSPORT_WS ? "," : "");
+    if (hub->opts.transports & KR_SR_TRANSPORT_LP)
+        kr_sbuf_printf(&sb,
+                       "%s{\"transport\":\"LongPolling\",\"transferFormats\":[\"Text\",\"Binary\"]}",
+                       hub->opts.transports & (KR_SR_TRANSPORT_WS | KR_SR_TRANSPORT_SSE) ? "," : "");
     kr_sbuf_puts(&sb, "]}");
     respond_json(req, &sb);
 }
@@ -1061,7 +1122,114 @@ static void start_sse(kr_hub_t *hub, kr_http_req_t *req, kr_sr_conn_t *c)
     c->created_ms = c->last_recv_ms = now_ms(hub); /* the handshake timeout starts now */
 }
 
-/* POST {hub}?id=: records from the client of an SSE connection. */
+/* ---- long polling transport ------------------------------------------------------------ */
+
+static void on_lp_timer(uv_timer_t *t);
+
+static void lp_schedule(kr_sr_conn_t *c)
+{
+    kr_hub_t *hub = c->hub;
+    if (c->poll == NULL || kr_list_linked(&c->lp_ready_link))
+        return;
+    /* Answered from a timer at the next loop turn, never inside the caller's stack (a
+     * broadcast loop): answering ends an HTTP request, which may start the next one. */
+    kr_list_insert_tail(&hub->lp_ready, &c->lp_ready_link);
+    if (!uv_is_active((uv_handle_t *)&hub->lp_timer))
+        uv_timer_start(&hub->lp_timer, on_lp_timer, 0, 0);
+}
+
+static const kr_http_header_t lp_headers[] = {
+    {"Content-Type", "application/octet-stream", 12, 24},
+    {"Cache-Control", "no-cache", 13, 8},
+};
+
+/* Answers the held poll with everything queued (200), or with status when nothing is queued
+ * and status is 204. */
+static void lp_answer(kr_sr_conn_t *c)
+{
+    kr_http_req_t *req = c->poll;
+    if (req == NULL)
+        return;
+    c->poll = NULL;
+    kr_list_remove(&c->lp_ready_link);
+    c->poll_since_ms = now_ms(c->hub);
+    if (kr_outq_empty(&c->lp_queue) && c->lp_ended) {
+        kr_http_respond(req, 204, lp_headers + 1, 1, NULL);
+    } else {
+        /* Whole records only: the queue holds complete delivery units. */
+        kr_http_respond_start(req, 200, lp_headers, 2, (int64_t)c->lp_queue.bytes);
+        kr_outq_t *q = &c->lp_queue;
+        for (uint32_t i = 0; i < q->count; i++)
+            kr_http_respond_body(req, kr_buf_ref(q->items[(q->head + i) % q->cap].buf));
+        kr_outq_dispose(q);
+        kr_outq_init(q);
+        kr_http_respond_end(req);
+    }
+    kr_http_req_unref(req);
+}
+
+/* Lets go of a held poll: answered with status (204 at the end, 200 on timeout). */
+static void lp_release(kr_sr_conn_t *c, int status)
+{
+    kr_http_req_t *req = c->poll;
+    if (req == NULL)
+        return;
+    c->poll = NULL;
+    kr_list_remove(&c->lp_ready_link);
+    kr_http_respond(req, status, lp_headers + 1, 1, NULL);
+    kr_http_req_unref(req);
+}
+
+static void on_lp_timer(uv_timer_t *t)
+{
+    kr_hub_t *hub = kr_container_of(t, kr_hub_t, lp_timer);
+    kr_list_t batch;
+    kr_list_init(&batch);
+    kr_list_move_all(&hub->lp_ready, &batch);
+    while (!kr_list_empty(&batch)) {
+        kr_sr_conn_t *c = kr_container_of(batch.next, kr_sr_conn_t, lp_ready_link);
+        kr_list_remove(&c->lp_ready_link);
+        kr_sr_conn_ref(c);
+        lp_answer(c);
+        kr_sr_conn_unref(c);
+    }
+}
+
+/* GET {hub}?id=: the first poll activates the connection and answers empty at once (the
+ * client discards that body); later ones are held until there is something to send. */
+static void handle_poll(kr_hub_t *hub, kr_http_req_t *req, kr_sr_conn_t *c)
+{
+    if (c->transport == 0) {
+        c->transport = KR_SR_TRANSPORT_LP;
+        c->wire = KR_WIRE_RAW_JSON;
+        c->state = SR_HANDSHAKING;
+        c->created_ms = c->last_recv_ms = c->poll_since_ms = now_ms(hub);
+        kr_http_respond(req, 200, lp_headers, 2, NULL);
+        return;
+    }
+    if (c->poll != NULL)
+        lp_release(c, 204); /* a second poll replaces the first */
+    if (c->lp_ended && kr_outq_empty(&c->lp_queue)) {
+        kr_http_respond(req, 204, lp_headers + 1, 1, NULL);
+        conn_ended(c, NULL);
+        return;
+    }
+    c->poll = req;
+    kr_http_req_ref(req);
+    c->poll_since_ms = now_ms(hub);
+    if (!kr_outq_empty(&c->lp_queue) || c->lp_ended)
+        lp_answer(c); /* at loop level (the HTTP dispatch), so answering here is safe */
+}
+
+/* DELETE {hub}?id=: the client stopped (it aborted its poll first). */
+static void handle_delete(kr_sr_conn_t *c, kr_http_req_t *req)
+{
+    kr_http_respond(req, 202, NULL, 0, NULL);
+    c->lp_ended = 1;
+    conn_ended(c, NULL);
+}
+
+/* POST {hub}?id=: records from the client of an SSE or long-polling connection. */
 static void receive_post(kr_sr_conn_t *c, kr_http_req_t *req)
 {
     if (req->body && req->body->len > 0) {
@@ -1152,7 +1320,8 @@ int kr_hub_handle_http(kr_hub_t *hub, kr_http_req_t *req)
     }
     if (idlen <= 0) {
         respond_text(req, 400, "Connection ID required");
-    } else if (c == NULL || c->state >= SR_CLOSING) {
+    } else if (c == NULL || (c->state >= SR_CLOSING && c->transport != KR_SR_TRANSPORT_LP)) {
+        /* A closing long-polling connection still answers polls: its Close record, then 204. */
         respond_text(req, 404, "No Connection with that ID");
     } else if (c->transport == KR_SR_TRANSPORT_WS) {
         if (req->method == KR_M_POST)
@@ -1168,17 +1337,26 @@ int kr_hub_handle_http(kr_hub_t *hub, kr_http_req_t *req)
             respond_text(req, 400, "Cannot terminate this connection using the DELETE endpoint.");
         else
             respond_text(req, 400, "Cannot change transports mid-connection");
+    } else if (c->transport == KR_SR_TRANSPORT_LP) {
+        if (req->method == KR_M_POST)
+            receive_post(c, req);
+        else if (req->method == KR_M_DELETE)
+            handle_delete(c, req);
+        else
+            handle_poll(hub, req, c);
     } else if (req->method == KR_M_GET && accepts_event_stream(req)) {
         if (!(hub->opts.transports & KR_SR_TRANSPORT_SSE))
             respond_text(req, 404, "ServerSentEvents transport is not enabled");
         else
             start_sse(hub, req, c);
-    } else if (req->method == KR_M_POST) {
-        /* A negotiated connection has no transport yet: nothing can be sent on it. */
-        respond_text(req, 404, "No Connection with that ID");
+    } else if (req->method == KR_M_GET) {
+        if (!(hub->opts.transports & KR_SR_TRANSPORT_LP))
+            respond_text(req, 404, "LongPolling transport is not enabled");
+        else
+            handle_poll(hub, req, c);
     } else {
-        /* Long polling is not enabled on this server yet. */
-        respond_text(req, 404, "LongPolling transport is not enabled");
+        /* A negotiated connection has no transport yet: nothing can be sent or deleted. */
+        respond_text(req, 404, "No Connection with that ID");
     }
     return 1;
 }
@@ -1205,6 +1383,10 @@ kr_hub_t *kr_hub_new(kr_server_t *server, const char *path, const kr_hub_opts_t 
     kr_list_init(&hub->conns);
     uv_timer_init(server->loop, &hub->timer);
     hub->timer.data = hub;
+    uv_timer_init(server->loop, &hub->lp_timer);
+    hub->lp_timer.data = hub;
+    kr_list_init(&hub->lp_ready);
+    hub->open_handles = 2;
     uint64_t iv = tick_interval(&hub->opts);
     uv_timer_start(&hub->timer, on_tick, iv, iv);
     uv_unref((uv_handle_t *)&hub->timer); /* never keeps the loop alive by itself */
@@ -1264,7 +1446,9 @@ void kr_hub_shutdown(kr_hub_t *hub)
 
 static void on_timer_closed(uv_handle_t *h)
 {
-    kr_free(kr_container_of(h, kr_hub_t, timer));
+    kr_hub_t *hub = h->data;
+    if (--hub->open_handles == 0)
+        kr_free(hub);
 }
 
 static void free_group(const char *key, void *value, void *ud)
@@ -1292,6 +1476,11 @@ void kr_hub_free(kr_hub_t *hub)
             kr_ws_set_userdata(c->ws, NULL);
         if (c->sse)
             c->sse->proto_data = NULL;
+        if (c->poll) {
+            kr_http_req_unref(c->poll); /* the loop is over: nobody to answer */
+            c->poll = NULL;
+        }
+        kr_list_remove(&c->lp_ready_link);
         kr_list_remove(&c->link);
         kr_sr_conn_unref(c);
     }
@@ -1303,5 +1492,6 @@ void kr_hub_free(kr_hub_t *hub)
     kr_map_dispose(&hub->users);
     kr_free(hub->path);
     hub->path = NULL;
-    uv_close((uv_handle_t *)&hub->timer, on_timer_closed); /* frees the hub */
+    uv_close((uv_handle_t *)&hub->timer, on_timer_closed); /* the last close frees the hub */
+    uv_close((uv_handle_t *)&hub->lp_timer, on_timer_closed);
 }

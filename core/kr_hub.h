@@ -2,8 +2,8 @@
  * broadcasting (the KestrunHub and IRealtimeBroadcaster of Kestrun).
  *
  * A hub owns its logical connections (kr_sr_conn_t): an index by id and by token, its groups
- * and users. A connection is bound to one transport (WebSockets, or Server-Sent Events with
- * POSTs for client messages) and one hub protocol (JSON today); its wire format decides which encoded bytes it takes from a broadcast.
+ * and users. A connection is bound to one transport (WebSockets; Server-Sent Events or long
+ * polling, with POSTs for client messages) and one hub protocol (JSON today); its wire format decides which encoded bytes it takes from a broadcast.
  * Broadcasting encodes a message once per wire format into one refcounted buffer and queues a
  * reference on each recipient (architecture rule 2); slow recipients are dealt with by their
  * connection's watermarks, never by the broadcaster.
@@ -33,6 +33,7 @@ typedef enum kr_sr_wire_e {
     KR_WIRE_WS_JSON = 0, /* WebSocket text frame holding JSON records */
     KR_WIRE_WS_MSGPACK,  /* WebSocket binary frame holding varint-framed msgpack records */
     KR_WIRE_SSE_JSON,    /* one Server-Sent Events event ("data: ...\r\n\r\n") of JSON records */
+    KR_WIRE_RAW_JSON,    /* bare JSON records, queued for the next long poll */
     KR_WIRE_COUNT
 } kr_sr_wire_e;
 
@@ -40,7 +41,9 @@ typedef struct kr_hub_opts_s {
     uint64_t keepalive_ms;          /* 15000: a Ping when nothing was sent for this long */
     uint64_t client_timeout_ms;     /* 30000: close when nothing was received for this long */
     uint64_t handshake_timeout_ms;  /* 15000 */
-    uint64_t disconnect_timeout_ms; /* 15000: a negotiated connection never used is dropped */
+    uint64_t disconnect_timeout_ms; /* 15000: a negotiated connection never used is dropped, and a
+                                       long-polling client that stops polling */
+    uint64_t poll_timeout_ms;       /* 90000: a long poll with nothing to send answers empty */
     size_t max_message_bytes;       /* 32768: per parsed message, handshake included */
     unsigned transports;            /* KR_SR_TRANSPORT_* enabled */
     unsigned protocols;             /* KR_SR_PROTO_* enabled */

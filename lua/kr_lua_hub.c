@@ -659,7 +659,7 @@ static void read_opts(lua_State *L, int t, kr_hub_opts_t *o)
     static const char *const known[] = {
         "keepalive_ms", "client_timeout_ms", "handshake_timeout_ms", "disconnect_timeout_ms",
         "max_message_bytes", "transports", "protocols", "stateful_reconnect", "detailed_errors",
-        "builtins", "authorize", "max_queued_invocations", NULL};
+        "builtins", "authorize", "max_queued_invocations", "poll_timeout_ms", NULL};
     lua_pushnil(L);
     while (lua_next(L, t)) {
         lua_pop(L, 1);
@@ -680,7 +680,8 @@ static void read_opts(lua_State *L, int t, kr_hub_opts_t *o)
     o->max_queued_invocations =
         (unsigned)opt_ms(L, t, "max_queued_invocations", o->max_queued_invocations);
     o->transports = opt_list(L, t, "transports", o->transports, tnames, tbits, 3,
-                             KR_SR_TRANSPORT_WS | KR_SR_TRANSPORT_SSE);
+                             KR_SR_TRANSPORT_WS | KR_SR_TRANSPORT_SSE | KR_SR_TRANSPORT_LP);
+    o->poll_timeout_ms = opt_ms(L, t, "poll_timeout_ms", o->poll_timeout_ms);
     o->protocols = opt_list(L, t, "protocols", o->protocols, pnames, pbits, 2, KR_SR_PROTO_JSON);
     o->detailed_errors = opt_bool(L, t, "detailed_errors", o->detailed_errors);
     o->builtins = opt_bool(L, t, "builtins", o->builtins);

@@ -491,8 +491,8 @@ TEST(negotiate)
     ASSERT(strcmp(id, token) != 0);
     const cJSON *tr = cJSON_GetObjectItemCaseSensitive(j, "availableTransports");
     ASSERT(cJSON_IsArray(tr));
-    /* The enabled transports in preference order: WebSockets, then Server-Sent Events. */
-    ASSERT_EQ(cJSON_GetArraySize(tr), 2);
+    /* The enabled transports in preference order: WebSockets, Server-Sent Events, long polling. */
+    ASSERT_EQ(cJSON_GetArraySize(tr), 3);
     const cJSON *t0 = cJSON_GetArrayItem(tr, 0);
     ASSERT_STR_EQ(json_str(t0, "transport"), "WebSockets");
     const cJSON *fmts = cJSON_GetObjectItemCaseSensitive(t0, "transferFormats");
@@ -504,6 +504,7 @@ TEST(negotiate)
     fmts = cJSON_GetObjectItemCaseSensitive(t1, "transferFormats");
     ASSERT_EQ(cJSON_GetArraySize(fmts), 1);
     ASSERT_STR_EQ(cJSON_GetArrayItem(fmts, 0)->valuestring, "Text");
+    ASSERT_STR_EQ(json_str(cJSON_GetArrayItem(tr, 2), "transport"), "LongPolling");
     /* A negotiated connection is not connected yet. */
     ASSERT_NULL(kr_hub_find(fx.hub, id, strlen(id)));
     ASSERT_EQ(kr_hub_connection_count(fx.hub), 0);
@@ -1935,7 +1936,8 @@ TEST(options)
     /* Hot reload of the options. */
     kr_hub_opts_default(&o);
     kr_hub_set_opts(fx.hub, &o);
-    ASSERT_EQ(kr_hub_opts(fx.hub)->transports, KR_SR_TRANSPORT_WS | KR_SR_TRANSPORT_SSE);
+    ASSERT_EQ(kr_hub_opts(fx.hub)->transports,
+              KR_SR_TRANSPORT_WS | KR_SR_TRANSPORT_SSE | KR_SR_TRANSPORT_LP);
     client_t *a = client_connect(&fx);
     KR_UNUSED(a);
     fx_done(&fx);
