@@ -276,6 +276,8 @@ int kr_conn_write(kr_conn_t *c, kr_buf_t *buf)
         kr_buf_unref(buf);
         return KR_ECLOSED;
     }
+    if (kr_outq_empty(&c->outq))
+        c->queued_since_ms = uv_now(c->server->loop);
     kr_outq_push(&c->outq, buf);
     check_backlog(c);
     return 0;
@@ -285,6 +287,8 @@ int kr_conn_write_copy(kr_conn_t *c, const void *p, size_t n)
 {
     if (kr_conn_is_closing(c) || c->close_after_flush || c->slow_consumer)
         return KR_ECLOSED;
+    if (kr_outq_empty(&c->outq))
+        c->queued_since_ms = uv_now(c->server->loop);
     kr_outq_push_copy(&c->outq, p, n);
     check_backlog(c);
     return 0;

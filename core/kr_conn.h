@@ -64,6 +64,11 @@ struct kr_conn_s {
      * a slow consumer at the next safe point (never inside the producer's call). */
     size_t low_water, high_water, hard_limit;
     int out_paused;        /* reading stopped by high_water */
+    /* Corking (kr_server.c on_check): while a producer keeps the loop busy, a corkable
+     * connection's small queue waits up to KR_CORK_MS so that several messages leave in one
+     * writev instead of one syscall each. Set for hub connections, never for HTTP answers. */
+    int corkable;
+    uint64_t queued_since_ms; /* loop time when the queue last went from empty to non-empty */
     int slow_consumer;     /* over hard_limit: closing at the next flush */
     uint64_t deadline_ms;  /* loop time at which on_timeout fires; 0 = none */
     kr_list_t link;        /* server->conns */

@@ -1114,6 +1114,7 @@ static void start_sse(kr_hub_t *hub, kr_http_req_t *req, kr_sr_conn_t *c)
     if (kr_http_take_over(req, &sse_proto, c) == NULL)
         return;
     conn->high_water = 0; /* nothing to read: only the hard limit matters */
+    conn->corkable = 1;
     conn->hard_limit = hub->opts.hard_limit;
     c->sse = conn;
     c->transport = KR_SR_TRANSPORT_SSE;
@@ -1265,6 +1266,7 @@ static void start_websocket(kr_hub_t *hub, kr_http_req_t *req, kr_sr_conn_t *c)
         return;
     }
     c->ws = ws;
+    kr_ws_conn(ws)->corkable = 1;
     c->transport = KR_SR_TRANSPORT_WS;
     c->state = SR_HANDSHAKING;
     c->created_ms = c->last_recv_ms = now_ms(hub); /* the handshake timeout starts now */

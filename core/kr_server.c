@@ -144,16 +144,28 @@ static void on_check(uv_check_t *h)
         s->tick(s, s->tick_ud);
     /* Flush: take the list first, since a flush can queue new work (a drain callback that
      * answers the next pipelined request) which then waits for the next turn. */
-    kr_list_t batch;
+    kr_list_t batch, corked;
     kr_list_init(&batch);
+    kr_list_init(&corked);
     kr_list_move_all(&s->pending_writes, &batch);
+    /* A producer is still running (a fiber queued for the next turn, e.g. a broadcast loop):
+     * small queues of corkable connections may wait a little to leave together. */
+    int producing = s->tick_pending && s->tick_pending(s->tick_ud);
+    uint64_t now = uv_now(s->loop);
     while (!kr_list_empty(&batch)) {
         kr_conn_t *c = kr_container_of(batch.next, kr_conn_t, pending);
         kr_list_remove(&c->pending);
+        if (producing && c->corkable && c->inflight == 0 && !c->close_after_flush &&
+            !c->slow_consumer && c->outq.bytes < KR_CORK_BYTES &&
+            now - c->queued_since_ms < KR_CORK_MS) {
+            kr_list_insert_tail(&corked, &c->pending);
+            continue;
+        }
         kr_conn_ref(c);
         kr__conn_flush(c);
         kr_conn_unref(c);
     }
+    kr_list_move_all(&corked, &s->pending_writes);
     int more = !kr_list_empty(&s->pending_writes) || (s->tick_pending && s->tick_pending(s->tick_ud));
     if (more)
         kr__server_wake(s);

@@ -22,6 +22,8 @@ typedef void (*kr_server_hook_cb)(kr_server_t *s, void *ud);
 #define KR_MAX_LISTENERS 16
 #define KR_SHARED_READ_BYTES (64 * 1024)
 #define KR_DEFAULT_SHUTDOWN_GRACE_MS 10000
+#define KR_CORK_MS 2             /* a corked queue waits at most this long (see kr_conn.h) */
+#define KR_CORK_BYTES (16 * 1024) /* ... or until it holds this much */
 
 typedef struct kr_listener_s {
     uv_tcp_t tcp;
