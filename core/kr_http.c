@@ -41,7 +41,6 @@ typedef struct http_conn_s {
     phase_e phase;
     int processing;   /* process_input is on the stack */
     int taken_over;  /* kr_http_take_over ran inside process_input, which frees hc on exit */
-    int fresh;        /* no request seen yet on this connection */
     int error_status; /* set by a callback that rejects the request */
     const char *error_reason;
     /* head accumulation */
@@ -175,7 +174,6 @@ static int on_message_begin(llhttp_t *p)
     hc->error_reason = NULL;
     hc->has_body = 0;
     hc->phase = PHASE_HEAD;
-    hc->fresh = 0;
     hc->conn->deadline_ms = uv_now(s->loop) + s->limits.header_timeout_ms;
     return 0;
 }
@@ -967,7 +965,6 @@ static http_conn_t *http_state_new(kr_conn_t *c)
     init_settings();
     http_conn_t *hc = kr_calloc(1, sizeof(*hc));
     hc->conn = c;
-    hc->fresh = 1;
     llhttp_init(&hc->parser, HTTP_REQUEST, &parser_settings);
     hc->parser.data = hc;
     kr_sbuf_init(&hc->url, 256);

@@ -118,7 +118,6 @@ static void resume(kr_fiber_t *f)
             return;
         /* A bare yield at the fiber's top level: give others a turn, then continue. */
         lua_pop(f->co, nres);
-        f->queued = 1;
         kr_list_insert_tail(&app->runq, &f->qlink);
         kr__server_wake(app->server);
         return;
@@ -139,7 +138,6 @@ void kr_fiber_start(kr_fiber_t *f)
 {
     kr_app_t *app = f->vm->app;
     if (app->running != NULL) {
-        f->queued = 1;
         kr_list_insert_tail(&app->runq, &f->qlink);
         kr__server_wake(app->server);
         return;
@@ -157,7 +155,6 @@ void kr_fiber_run_queue(kr_app_t *app)
     while (!kr_list_empty(&batch)) {
         kr_fiber_t *f = kr_container_of(batch.next, kr_fiber_t, qlink);
         kr_list_remove(&f->qlink);
-        f->queued = 0;
         resume(f);
     }
 }

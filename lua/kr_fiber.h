@@ -32,9 +32,7 @@ struct kr_fiber_s {
     int ref;            /* registry anchor of the coroutine */
     int nargs;          /* values to pass to the next resume */
     int waiting;        /* suspended on an operation (sleep) */
-    int queued;         /* on the run queue */
     int done;
-    int is_request;     /* counts in app->active_requests */
     int background;     /* kr.spawn or a timer tick: cancelled when its generation is replaced */
     const char *name;   /* what runs, for logs ("GET /x", "timer") */
     char *error;        /* message + traceback after an error (owned) */

@@ -67,7 +67,6 @@ struct kr_vm_s {
     kr_list_t timers;         /* kr_timer_t.link: armed timers of this generation */
     unsigned ntimers;
     int loading;              /* scripts are being run: server setup calls are allowed */
-    int has_limits;           /* kr.limits{} was called */
     kr_hub_t *default_hub;    /* the first kr.hub of this generation */
     kr_vm_hub_t *hubs;        /* hubs declared by this generation (handlers in its registry) */
     unsigned nhubs;

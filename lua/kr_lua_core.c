@@ -403,7 +403,6 @@ static int l_kr_limits(lua_State *L)
         l->max_timers = (unsigned)v;
     if (opt_limit(L, "shutdown_grace_ms", &v, 1))
         vm->shutdown_grace_ms = v;
-    vm->has_limits = 1;
     return 0;
 }
 

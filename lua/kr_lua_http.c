@@ -650,7 +650,6 @@ void kr__lua_handle_request(kr_http_req_t *req, void *ud)
     lua_pushvalue(co, 1);
     lua_pushvalue(co, 2);
     f->nargs = 2;
-    f->is_request = 1;
     kr_fiber_start(f);
 }
 
