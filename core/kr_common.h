@@ -44,6 +44,7 @@ _Noreturn void kr_assert_fail(const char *expr, const char *file, int line);
 #define KR_ENOENT UV_ENOENT
 #define KR_ECANCELED UV_ECANCELED
 #define KR_ETIMEDOUT UV_ETIMEDOUT
+#define KR_EEXIST UV_EEXIST
 #define KR_ECLOSED (-5001)  /* the connection or object is closing or closed */
 #define KR_ELIMIT (-5002)   /* a configured limit was reached */
 #define KR_EPROTO (-5003)   /* the peer broke the protocol */

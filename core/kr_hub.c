@@ -8,6 +8,8 @@
  * leaves every group before the index drops it (architecture B5.2).
  */
 #include "kr_hub.h"
+#include "kr_hub_int.h"
+#include <msgpack.h>
 #include "kr_conn.h"
 #include "kr_json.h"
 #include "kr_list.h"
@@ -20,84 +22,6 @@
 #include <openssl/rand.h>
 #include <stdio.h>
 #include <stdlib.h>
-
-#define MAX_GROUP_NAME 1024
-#define ID_LEN 22 /* 16 random bytes, base64url without padding */
-
-typedef enum sr_state_e {
-    SR_NEGOTIATED = 0,
-    SR_HANDSHAKING,
-    SR_CONNECTED,
-    SR_CLOSING, /* transport closing; on_disconnected may still run */
-    SR_CLOSED,  /* out of the hub */
-} sr_state_e;
-
-typedef struct group_s {
-    char *name;
-    kr_sr_conn_t **members;
-    unsigned n, cap;
-} group_t;
-
-typedef struct membership_s {
-    group_t *g;
-    unsigned idx; /* position in g->members */
-} membership_t;
-
-typedef struct queued_msg_s {
-    kr_list_t link;
-    kr_sr_msg_t msg;
-} queued_msg_t;
-
-struct kr_sr_conn_s {
-    kr_hub_t *hub;
-    uint32_t refs;
-    sr_state_e state;
-    char id[ID_LEN + 1];
-    char token[ID_LEN + 1];
-    int transport;
-    int protocol;
-    kr_sr_wire_e wire;
-    kr_ws_t *ws;
-    kr_conn_t *sse; /* the event-stream response's connection (Server-Sent Events) */
-    /* long polling */
-    kr_outq_t lp_queue;      /* delivery units waiting for a poll */
-    kr_http_req_t *poll;     /* the poll being held, or NULL */
-    uint64_t poll_since_ms;  /* when the held poll arrived, or when the last one was answered */
-    int lp_ended;            /* the logical connection is over: the next poll gets 204 */
-    kr_list_t lp_ready_link; /* hub->lp_ready: a held poll has something to answer with */
-    char *user;
-    membership_t user_m; /* g == NULL when anonymous */
-    membership_t *groups;
-    unsigned ngroups, capgroups;
-    kr_sbuf_t inbuf;    /* received bytes not yet parsed into records */
-    int busy;           /* an invocation is running */
-    kr_list_t queue;    /* queued_msg_t waiting for the running one */
-    unsigned nqueued;
-    int paused;         /* reading stopped while the queue is full */
-    int got_ping;       /* the client timeout is armed by the first Ping */
-    int disconnect_pending;
-    int connected_once;  /* the handshake completed: on_disconnected is owed */
-    char *close_error;   /* why the server closed it (for on_disconnected) */
-    uint64_t created_ms, last_recv_ms, last_send_ms;
-    kr_list_t link;     /* hub->conns */
-};
-
-struct kr_hub_s {
-    kr_server_t *server;
-    char *path;
-    size_t path_len;
-    kr_hub_opts_t opts;
-    kr_hub_app_t app;
-    void *app_ud;
-    kr_map_t by_id, by_token, groups, users;
-    kr_list_t conns;
-    unsigned nconnected;
-    uv_timer_t timer;
-    uv_timer_t lp_timer;   /* answers ready long polls at the next loop turn (a safe point) */
-    kr_list_t lp_ready;
-    int open_handles;      /* the hub is freed when both timers have closed */
-    int shutting_down;
-};
 
 static void conn_finish(kr_sr_conn_t *c);
 static void process_input(kr_sr_conn_t *c);
@@ -112,7 +36,12 @@ void kr_hub_opts_default(kr_hub_opts_t *o)
     o->max_message_bytes = 32768;
     o->transports = KR_SR_TRANSPORT_WS | KR_SR_TRANSPORT_SSE | KR_SR_TRANSPORT_LP;
     o->poll_timeout_ms = 90000;
-    o->protocols = KR_SR_PROTO_JSON;
+    o->protocols = KR_SR_PROTO_JSON | KR_SR_PROTO_MSGPACK;
+    o->stream_buffer_capacity = 10;
+    o->max_streams = 128;
+    o->client_result_timeout_ms = 30000;
+    o->stateful_reconnect = 1;
+    o->stateful_buffer_bytes = 100000;
     o->detailed_errors = 0;
     o->builtins = 1;
     o->max_queued_invocations = 32;
@@ -124,6 +53,11 @@ void kr_hub_opts_default(kr_hub_opts_t *o)
 static uint64_t now_ms(const kr_hub_t *hub)
 {
     return uv_now(hub->server->loop);
+}
+
+uint64_t kr__hub_now(const kr_hub_t *hub)
+{
+    return now_ms(hub);
 }
 
 /* ---- ids -------------------------------------------------------------------------------- */
@@ -155,6 +89,16 @@ void kr_sr_conn_ref(kr_sr_conn_t *c)
     c->refs++;
 }
 
+static void replay_free(kr_list_t *list)
+{
+    while (!kr_list_empty(list)) {
+        replay_unit_t *r = kr_container_of(list->next, replay_unit_t, link);
+        kr_list_remove(&r->link);
+        kr_buf_unref(r->unit);
+        kr_free(r);
+    }
+}
+
 void kr_sr_conn_unref(kr_sr_conn_t *c)
 {
     KR_ASSERT(c->refs > 0);
@@ -168,6 +112,9 @@ void kr_sr_conn_unref(kr_sr_conn_t *c)
     }
     kr_sbuf_dispose(&c->inbuf);
     kr_outq_dispose(&c->lp_queue);
+    kr__sr_calls_free(c);
+    replay_free(&c->replay);
+    replay_free(&c->held);
     kr_free(c->close_error);
     kr_free(c->groups);
     kr_free(c->user);
@@ -194,6 +141,11 @@ int kr_sr_conn_is_open(const kr_sr_conn_t *c)
     return c->state == SR_CONNECTED;
 }
 
+int kr_sr_conn_protocol(const kr_sr_conn_t *c)
+{
+    return c->protocol;
+}
+
 static kr_sr_conn_t *conn_new(kr_hub_t *hub, int with_token)
 {
     kr_sr_conn_t *c = kr_calloc(1, sizeof(*c));
@@ -208,6 +160,10 @@ static kr_sr_conn_t *conn_new(kr_hub_t *hub, int with_token)
     kr_list_init(&c->queue);
     kr_outq_init(&c->lp_queue);
     kr_list_init(&c->lp_ready_link);
+    kr_list_init(&c->resume_link);
+    kr_list_init(&c->replay);
+    kr_list_init(&c->held);
+    kr__sr_calls_init(c);
     c->created_ms = c->last_recv_ms = c->last_send_ms = now_ms(hub);
     kr_map_put(&hub->by_id, c->id, ID_LEN, c);
     kr_map_put(&hub->by_token, c->token, ID_LEN, c);
@@ -329,7 +285,8 @@ static void leave_all(kr_sr_conn_t *c)
 
 static int wire_protocol(kr_sr_wire_e wire)
 {
-    return wire == KR_WIRE_WS_MSGPACK ? KR_SR_PROTO_MSGPACK : KR_SR_PROTO_JSON;
+    return wire == KR_WIRE_WS_MSGPACK || wire == KR_WIRE_RAW_MSGPACK ? KR_SR_PROTO_MSGPACK
+                                                                      : KR_SR_PROTO_JSON;
 }
 
 /* One Server-Sent Events event: every LF-separated line as "data: line" (a CR before the LF
@@ -358,7 +315,7 @@ static kr_buf_t *sse_event(const kr_buf_t *records)
 static kr_buf_t *make_unit(kr_sr_wire_e wire, kr_buf_t *records)
 {
     kr_buf_t *unit;
-    if (wire == KR_WIRE_RAW_JSON)
+    if (wire == KR_WIRE_RAW_JSON || wire == KR_WIRE_RAW_MSGPACK)
         return records; /* long polling: a poll's body is the records themselves */
     if (wire == KR_WIRE_SSE_JSON)
         unit = sse_event(records);
@@ -370,11 +327,88 @@ static kr_buf_t *make_unit(kr_sr_wire_e wire, kr_buf_t *records)
 }
 
 static void lp_schedule(kr_sr_conn_t *c);
+static void slow_consumer(kr_sr_conn_t *c);
 
-/* Queues one delivery unit (takes the reference). */
-static int deliver(kr_sr_conn_t *c, kr_buf_t *unit)
+/* The client cannot keep up (its queue passed the hard limit): close it. */
+static void slow_consumer(kr_sr_conn_t *c)
+{
+    c->hub->server->stats.slow_consumers++;
+    KR_LOG(KR_LOG_WARN, "hub", "%s: %s is too slow: closing it", c->hub->path, c->id);
+    /* Nothing more is tracked or replayed for it. */
+    c->stateful = 0;
+    replay_free(&c->held);
+    c->held_bytes = 0;
+    if (c->detached) {
+        c->detached_ms = 0; /* ended by the next tick: never inside a broadcast's loop */
+        return;
+    }
+    kr_sr_conn_close(c, "Connection closed with an error.", 1);
+}
+
+/* Stateful reconnect: moves units waiting for room in the replay buffer into it (and onto the
+ * socket) while the buffer has room; an empty buffer always takes one, however large. */
+static void replay_admit(kr_sr_conn_t *c)
+{
+    size_t limit = c->hub->opts.stateful_buffer_bytes;
+    while (!kr_list_empty(&c->held)) {
+        replay_unit_t *r = kr_container_of(c->held.next, replay_unit_t, link);
+        if (c->replay_bytes > 0 && c->replay_bytes + r->unit->len > limit)
+            return;
+        kr_list_remove(&r->link);
+        c->held_bytes -= r->unit->len;
+        kr_list_insert_tail(&c->replay, &r->link);
+        c->replay_bytes += r->unit->len;
+        if (c->ws != NULL && !c->detached)
+            kr_ws_send_frame(c->ws, kr_buf_ref(r->unit));
+    }
+}
+
+/* Stateful reconnect: numbers the unit's trackable messages and keeps it until acknowledged.
+ * Past the replay buffer's size, sends wait (as in ASP.NET Core) in a queue bounded by the
+ * connection's hard limit. */
+static int deliver_stateful(kr_sr_conn_t *c, kr_buf_t *unit, unsigned trackable)
+{
+    replay_unit_t *r = kr_malloc(sizeof(*r));
+    r->unit = unit;
+    r->first_seq = c->send_seq + 1;
+    c->send_seq += trackable;
+    r->last_seq = c->send_seq;
+    kr_list_insert_tail(&c->held, &r->link);
+    c->held_bytes += unit->len;
+    if (c->held_bytes > c->hub->opts.hard_limit) {
+        slow_consumer(c);
+        return KR_ELIMIT;
+    }
+    replay_admit(c);
+    return 0;
+}
+
+/* The client acknowledged every message up to seq: frees what it covers. */
+static void replay_ack(kr_sr_conn_t *c, int64_t seq)
+{
+    while (!kr_list_empty(&c->replay)) {
+        replay_unit_t *r = kr_container_of(c->replay.next, replay_unit_t, link);
+        if (r->last_seq > seq)
+            break;
+        kr_list_remove(&r->link);
+        c->replay_bytes -= r->unit->len;
+        kr_buf_unref(r->unit);
+        kr_free(r);
+    }
+    replay_admit(c);
+}
+
+/* Queues one delivery unit (takes the reference). trackable: its messages of types 1-5. */
+static int deliver(kr_sr_conn_t *c, kr_buf_t *unit, unsigned trackable)
 {
     c->last_send_ms = now_ms(c->hub);
+    if (c->stateful && (trackable > 0 || c->detached || !kr_list_empty(&c->held))) {
+        if (c->detached && trackable == 0) {
+            kr_buf_unref(unit); /* pings and closes are not replayed */
+            return 0;
+        }
+        return deliver_stateful(c, unit, trackable);
+    }
     if (c->ws != NULL)
         return kr_ws_send_frame(c->ws, unit);
     if (c->sse != NULL)
@@ -397,9 +431,23 @@ static int deliver(kr_sr_conn_t *c, kr_buf_t *unit)
 }
 
 /* Sends records already encoded for this connection's protocol (handshake, completions). */
-static int send_records(kr_sr_conn_t *c, kr_sbuf_t *sb)
+static int send_records(kr_sr_conn_t *c, kr_sbuf_t *sb, unsigned trackable)
 {
-    return deliver(c, make_unit(c->wire, kr_sbuf_finish(sb)));
+    return deliver(c, make_unit(c->wire, kr_sbuf_finish(sb)), trackable);
+}
+
+int kr__sr_send_records(kr_sr_conn_t *c, kr_sbuf_t *sb, unsigned trackable)
+{
+    return send_records(c, sb, trackable);
+}
+
+int kr_sr_conn_send_encoded(kr_sr_conn_t *c, kr_sbuf_t *sb, unsigned trackable)
+{
+    if (c->state != SR_CONNECTED) {
+        kr_sbuf_dispose(sb);
+        return KR_ECLOSED;
+    }
+    return send_records(c, sb, trackable);
 }
 
 typedef struct fanout_s {
@@ -426,7 +474,7 @@ static void fanout_one(fanout_t *f, kr_sr_conn_t *c)
         }
         unit = f->units[c->wire] = make_unit(c->wire, kr_sbuf_finish(&sb));
     }
-    if (deliver(c, kr_buf_ref(unit)) == 0)
+    if (deliver(c, kr_buf_ref(unit), 1) == 0)
         f->count++;
 }
 
@@ -489,6 +537,8 @@ int kr_sr_conn_send(kr_sr_conn_t *c, const kr_sr_payload_t *p)
 
 static void conn_ended(kr_sr_conn_t *c, const char *error);
 static void lp_release(kr_sr_conn_t *c, int status);
+static void write_close(kr_sr_conn_t *c, kr_sbuf_t *sb, const char *error, int allow_reconnect);
+static void respond_held_post(kr_sr_conn_t *c, int status);
 
 void kr_sr_conn_close(kr_sr_conn_t *c, const char *error, int allow_reconnect)
 {
@@ -497,8 +547,8 @@ void kr_sr_conn_close(kr_sr_conn_t *c, const char *error, int allow_reconnect)
     if (c->state == SR_CONNECTED) {
         kr_sbuf_t sb;
         kr_sbuf_init(&sb, 128);
-        kr_sr_json_write_close(&sb, error, allow_reconnect);
-        send_records(c, &sb);
+        write_close(c, &sb, error, allow_reconnect);
+        send_records(c, &sb, 0);
         c->hub->nconnected--;
     }
     if (error && c->close_error == NULL)
@@ -545,6 +595,9 @@ static void conn_ended(kr_sr_conn_t *c, const char *error)
         c->sse = NULL;
     }
     lp_release(c, 204);
+    respond_held_post(c, 404);
+    c->detached = 0;
+    kr__sr_calls_end(c); /* streams cancelled, client results failed, uploads ended */
     if (error == NULL)
         error = c->close_error;
     if (c->connected_once) {
@@ -578,6 +631,7 @@ static void conn_finish(kr_sr_conn_t *c)
     leave_all(c);
     kr_map_del(&hub->by_id, c->id, ID_LEN);
     kr_map_del(&hub->by_token, c->token, ID_LEN);
+    kr_list_remove(&c->resume_link);
     kr_list_remove(&c->link);
     kr_sr_conn_unref(c); /* the index's reference */
 }
@@ -606,8 +660,19 @@ static void ws_on_close(kr_ws_t *ws, int code, void *ud)
 {
     kr_sr_conn_t *c = ud;
     KR_UNUSED(ws);
-    if (c == NULL || c->ws == NULL)
+    if (c == NULL || c->ws != ws)
         return; /* the hub was freed, or the connection already ended */
+    if (c->stateful && c->state == SR_CONNECTED && code == KR_WS_CLOSE_ABNORMAL) {
+        /* Stateful reconnect: the socket dropped without a close; the logical connection
+         * (groups, invocations, unacknowledged messages) waits for the client to reattach. */
+        c->ws = NULL;
+        c->detached = 1;
+        c->detached_ms = now_ms(c->hub);
+        kr_sbuf_reset(&c->inbuf); /* a partial record: the client sends it again */
+        KR_LOG(KR_LOG_INFO, "hub", "%s: %s socket dropped; waiting %llu ms for a reconnect",
+               c->hub->path, c->id, (unsigned long long)c->hub->opts.disconnect_timeout_ms);
+        return;
+    }
     conn_ended(c, code == 1000 || code == 1005 || code == 1001 ? NULL
                                                                : "the WebSocket closed abruptly");
 }
@@ -619,14 +684,47 @@ static const kr_ws_handler_t ws_handler = {
 
 /* ---- protocol: handshake, messages, built-ins ------------------------------------------- */
 
+/* Per-protocol writers of the messages the core itself sends. */
+static void write_close(kr_sr_conn_t *c, kr_sbuf_t *sb, const char *error, int allow_reconnect)
+{
+    if (c->protocol == KR_SR_PROTO_MSGPACK)
+        kr_sr_mp_write_close(sb, error, allow_reconnect);
+    else
+        kr_sr_json_write_close(sb, error, allow_reconnect);
+}
+
+static void write_ping(kr_sr_conn_t *c, kr_sbuf_t *sb)
+{
+    if (c->protocol == KR_SR_PROTO_MSGPACK)
+        kr_sr_mp_write_ping(sb);
+    else
+        kr_sr_json_write_ping(sb);
+}
+
+static void write_completion(kr_sr_conn_t *c, kr_sbuf_t *sb, const char *id, const char *result,
+                             size_t result_len, const char *error)
+{
+    if (c->protocol == KR_SR_PROTO_MSGPACK)
+        kr_sr_mp_write_completion(sb, id, result, result_len, error);
+    else
+        kr_sr_json_write_completion(sb, id, result, result_len, error);
+}
+
 static void handshake_fail(kr_sr_conn_t *c, const char *error)
 {
     kr_sbuf_t sb;
     kr_sbuf_init(&sb, 128);
     kr_sr_json_write_handshake_error(&sb, error);
-    send_records(c, &sb);
+    send_records(c, &sb, 0);
     KR_LOG(KR_LOG_INFO, "hub", "%s: %s handshake failed: %s", c->hub->path, c->id, error);
     kr_sr_conn_close(c, NULL, 0);
+}
+
+static const char *transport_name(int transport)
+{
+    return transport == KR_SR_TRANSPORT_SSE  ? "ServerSentEvents"
+           : transport == KR_SR_TRANSPORT_LP ? "LongPolling"
+                                             : "WebSockets";
 }
 
 static void handle_handshake(kr_sr_conn_t *c, const char *rec, size_t len)
@@ -635,14 +733,17 @@ static void handle_handshake(kr_sr_conn_t *c, const char *rec, size_t len)
     char protocol[32];
     int version = 0;
     const char *err = NULL;
-    char msg[160];
+    char msg[200];
     if (kr_sr_handshake_parse(rec, len, protocol, sizeof(protocol), &version, &err) != 0) {
         snprintf(msg, sizeof(msg), "An unexpected error occurred during connection handshake.%s%s",
                  hub->opts.detailed_errors ? " " : "", hub->opts.detailed_errors ? err : "");
         handshake_fail(c, msg);
         return;
     }
-    if (strcmp(protocol, "json") != 0 || !(hub->opts.protocols & KR_SR_PROTO_JSON)) {
+    int proto = strcmp(protocol, "json") == 0          ? KR_SR_PROTO_JSON
+                : strcmp(protocol, "messagepack") == 0 ? KR_SR_PROTO_MSGPACK
+                                                       : 0;
+    if (proto == 0 || !(hub->opts.protocols & (unsigned)proto)) {
         snprintf(msg, sizeof(msg), "The protocol '%s' is not supported.", protocol);
         handshake_fail(c, msg);
         return;
@@ -653,48 +754,69 @@ static void handle_handshake(kr_sr_conn_t *c, const char *rec, size_t len)
         handshake_fail(c, msg);
         return;
     }
-    c->protocol = KR_SR_PROTO_JSON;
-    c->wire = c->transport == KR_SR_TRANSPORT_SSE  ? KR_WIRE_SSE_JSON
-              : c->transport == KR_SR_TRANSPORT_LP ? KR_WIRE_RAW_JSON
-                                                   : KR_WIRE_WS_JSON;
+    if (proto == KR_SR_PROTO_MSGPACK && c->transport == KR_SR_TRANSPORT_SSE) {
+        handshake_fail(c, "Cannot use the 'messagepack' protocol on the current transport. The "
+                          "transport does not support 'Binary' transfer format.");
+        return;
+    }
+    c->protocol = proto;
+    if (c->transport == KR_SR_TRANSPORT_SSE)
+        c->wire = KR_WIRE_SSE_JSON;
+    else if (c->transport == KR_SR_TRANSPORT_LP)
+        c->wire = proto == KR_SR_PROTO_MSGPACK ? KR_WIRE_RAW_MSGPACK : KR_WIRE_RAW_JSON;
+    else
+        c->wire = proto == KR_SR_PROTO_MSGPACK ? KR_WIRE_WS_MSGPACK : KR_WIRE_WS_JSON;
+    /* Stateful reconnect: negotiated on request, and only WebSockets can reattach. */
+    c->stateful = c->stateful_offered && c->transport == KR_SR_TRANSPORT_WS;
     kr_sbuf_t sb;
     kr_sbuf_init(&sb, 16);
-    kr_sr_json_write_handshake_ok(&sb);
-    send_records(c, &sb);
+    kr_sr_json_write_handshake_ok(&sb); /* JSON whatever the protocol (a binary frame for msgpack) */
+    send_records(c, &sb, 0);
     c->state = SR_CONNECTED;
     c->connected_once = 1;
     hub->nconnected++;
-    KR_LOG(KR_LOG_INFO, "hub", "%s: %s connected (%s, json)", hub->path, c->id,
-           c->transport == KR_SR_TRANSPORT_SSE  ? "ServerSentEvents"
-           : c->transport == KR_SR_TRANSPORT_LP ? "LongPolling"
-                                                : "WebSockets");
+    KR_LOG(KR_LOG_INFO, "hub", "%s: %s connected (%s, %s%s)", hub->path, c->id,
+           transport_name(c->transport), protocol, c->stateful ? ", stateful reconnect" : "");
     if (hub->app.connected)
         hub->app.connected(hub, c, hub->app_ud);
 }
 
-static void complete_error(kr_sr_conn_t *c, const char *id, const char *error)
+void kr__sr_complete_error(kr_sr_conn_t *c, const char *id, const char *error)
 {
     if (id == NULL || c->state != SR_CONNECTED)
         return;
     kr_sbuf_t sb;
     kr_sbuf_init(&sb, 128);
-    kr_sr_json_write_completion(&sb, id, NULL, 0, error);
-    send_records(c, &sb);
+    write_completion(c, &sb, id, NULL, 0, error);
+    send_records(c, &sb, 1);
 }
 
-/* Sends method(arg) to the caller: the reply of a built-in (GroupJoined, ReceiveEcho). */
-static void send_to_caller(kr_sr_conn_t *c, const char *method, const cJSON *arg)
+static void complete_error(kr_sr_conn_t *c, const char *id, const char *error)
+{
+    kr__sr_complete_error(c, id, error);
+}
+
+/* Sends method(arg) to the caller, arg being argument i of m as received: the reply of a
+ * built-in (GroupJoined, ReceiveEcho). */
+static void send_to_caller(kr_sr_conn_t *c, const char *method, const kr_sr_msg_t *m, unsigned i)
 {
     kr_sbuf_t sb;
     kr_sbuf_init(&sb, 128);
-    kr_sr_json_write_invocation_head(&sb, NULL, method);
-    char *text = cJSON_PrintUnformatted(arg);
-    kr_sbuf_putc(&sb, '[');
-    kr_sbuf_puts(&sb, text ? text : "null");
-    kr_sbuf_putc(&sb, ']');
-    cJSON_free(text);
-    kr_sr_json_write_tail(&sb);
-    send_records(c, &sb);
+    if (c->protocol == KR_SR_PROTO_MSGPACK) {
+        size_t start = kr_sr_mp_write_invocation_head(&sb, NULL, method);
+        kr_mp_put_array(&sb, 1);
+        kr_mp_put_object(&sb, &m->mp_arguments->via.array.ptr[i]);
+        kr_sr_mp_write_invocation_tail(&sb, start);
+    } else {
+        kr_sr_json_write_invocation_head(&sb, NULL, method);
+        char *text = cJSON_PrintUnformatted(cJSON_GetArrayItem(m->arguments, (int)i));
+        kr_sbuf_putc(&sb, '[');
+        kr_sbuf_puts(&sb, text ? text : "null");
+        kr_sbuf_putc(&sb, ']');
+        cJSON_free(text);
+        kr_sr_json_write_tail(&sb);
+    }
+    send_records(c, &sb, 1);
 }
 
 /* JoinGroup / LeaveGroup / Echo. Returns 1 when name is a built-in (and it ran). */
@@ -709,9 +831,18 @@ static int run_builtin(kr_sr_conn_t *c, const kr_sr_msg_t *m)
     if (which < 0)
         return 0;
     kr_hub_t *hub = c->hub;
-    const cJSON *arg = cJSON_GetArrayItem(m->arguments, 0);
-    if (cJSON_GetArraySize(m->arguments) != 1 || !cJSON_IsString(arg)) {
-        char msg[256];
+    char msg[300];
+    if (m->type == KR_SR_STREAM_INVOCATION) {
+        snprintf(msg, sizeof(msg),
+                 "The client attempted to invoke the non-streaming '%s' method with a streaming "
+                 "invocation.",
+                 m->target);
+        complete_error(c, m->invocation_id, msg);
+        return 1;
+    }
+    const char *s;
+    size_t len;
+    if (kr_sr_msg_argc(m) != 1 || m->nstream_ids > 0 || !kr_sr_msg_arg_string(m, 0, &s, &len)) {
         snprintf(msg, sizeof(msg), "Failed to invoke '%s' due to an error on the server.%s",
                  m->target,
                  hub->opts.detailed_errors ? " InvalidDataException: the method expects one "
@@ -720,46 +851,41 @@ static int run_builtin(kr_sr_conn_t *c, const kr_sr_msg_t *m)
         complete_error(c, m->invocation_id, msg);
         return 1;
     }
-    const char *s = arg->valuestring;
     if (which == 0) {
-        if (kr_hub_group_add(hub, c, s, strlen(s)) == KR_ELIMIT) {
+        if (kr_hub_group_add(hub, c, s, len) == KR_ELIMIT) {
             complete_error(c, m->invocation_id,
                            "An unexpected error occurred invoking 'JoinGroup' on the server.");
             return 1;
         }
-        send_to_caller(c, "GroupJoined", arg);
+        send_to_caller(c, "GroupJoined", m, 0);
     } else if (which == 1) {
-        kr_hub_group_remove(hub, c, s, strlen(s));
-        send_to_caller(c, "GroupLeft", arg);
+        kr_hub_group_remove(hub, c, s, len);
+        send_to_caller(c, "GroupLeft", m, 0);
     } else {
-        send_to_caller(c, "ReceiveEcho", arg);
+        send_to_caller(c, "ReceiveEcho", m, 0);
     }
     if (m->invocation_id) {
         kr_sbuf_t sb;
         kr_sbuf_init(&sb, 64);
-        kr_sr_json_write_completion_void(&sb, m->invocation_id);
-        send_records(c, &sb);
+        write_completion(c, &sb, m->invocation_id, NULL, 0, NULL);
+        send_records(c, &sb, 1);
     }
     return 1;
 }
 
-/* Runs one invocation. The connection is busy until kr_sr_conn_complete. */
+/* Runs one invocation. A non-streaming one keeps the connection busy until
+ * kr_sr_conn_complete; a streaming one runs beside the others. */
 static void dispatch(kr_sr_conn_t *c, const kr_sr_msg_t *m)
 {
     kr_hub_t *hub = c->hub;
-    if (m->type == KR_SR_STREAM_INVOCATION) {
-        char msg[300];
-        snprintf(msg, sizeof(msg),
-                 "The client attempted to invoke the non-streaming '%s' method with a streaming "
-                 "invocation.",
-                 m->target);
-        complete_error(c, m->invocation_id, msg);
-        return;
-    }
-    c->busy = 1;
+    int streaming = m->type == KR_SR_STREAM_INVOCATION;
+    if (!streaming)
+        c->busy = 1;
     if (hub->app.invoke && hub->app.invoke(hub, c, m, hub->app_ud) == 0)
         return; /* the app completes it */
-    c->busy = 0;
+    if (!streaming)
+        c->busy = 0;
+    kr__sr_uploads_close_all(c, m);
     if (hub->opts.builtins && run_builtin(c, m))
         return;
     char msg[300];
@@ -767,18 +893,64 @@ static void dispatch(kr_sr_conn_t *c, const kr_sr_msg_t *m)
     complete_error(c, m->invocation_id, msg);
 }
 
-void kr_sr_conn_complete(kr_sr_conn_t *c, const char *invocation_id, const char *result_json,
+void kr_sr_conn_complete(kr_sr_conn_t *c, const char *invocation_id, const char *result,
                          size_t result_len, const char *error)
 {
     c->busy = 0;
     if (invocation_id && c->state == SR_CONNECTED) {
         kr_sbuf_t sb;
         kr_sbuf_init(&sb, 64 + result_len);
-        kr_sr_json_write_completion(&sb, invocation_id, result_json, result_len, error);
-        send_records(c, &sb);
+        write_completion(c, &sb, invocation_id, result, result_len, error);
+        send_records(c, &sb, 1);
     }
     if (c->state == SR_CONNECTED)
         dispatch_next(c);
+}
+
+/* Whether reading must stop: too many invocations waiting, or an upload stream full. Never
+ * while a client result is awaited: its Completion must be able to arrive. */
+static int must_pause(const kr_sr_conn_t *c)
+{
+    if (c->npending_results > 0)
+        return 0;
+    return c->nqueued >= c->hub->opts.max_queued_invocations || c->full_uploads > 0;
+}
+
+static void respond_held_post(kr_sr_conn_t *c, int status)
+{
+    kr_http_req_t *req = c->held_post;
+    if (req == NULL)
+        return;
+    c->held_post = NULL;
+    kr_http_respond(req, status, NULL, 0, NULL);
+    kr_http_req_unref(req);
+}
+
+static void on_lp_timer(uv_timer_t *t);
+
+void kr__sr_maybe_resume(kr_sr_conn_t *c)
+{
+    if (!c->paused || must_pause(c) || c->state != SR_CONNECTED ||
+        kr_list_linked(&c->resume_link))
+        return;
+    kr_hub_t *hub = c->hub;
+    kr_list_insert_tail(&hub->resume_ready, &c->resume_link);
+    if (!uv_is_active((uv_handle_t *)&hub->lp_timer))
+        uv_timer_start(&hub->lp_timer, on_lp_timer, 0, 0);
+}
+
+static void resume_reading(kr_sr_conn_t *c)
+{
+    if (!c->paused || must_pause(c) || c->state != SR_CONNECTED)
+        return;
+    c->paused = 0;
+    if (c->ws)
+        kr_conn_read_start(kr_ws_conn(c->ws));
+    kr_sr_conn_ref(c);
+    process_input(c);
+    if (!c->paused)
+        respond_held_post(c, 200); /* its bytes are consumed: the client may send more */
+    kr_sr_conn_unref(c);
 }
 
 /* Runs queued invocations until one stays busy, then parses more input if reading paused. */
@@ -792,12 +964,7 @@ static void dispatch_next(kr_sr_conn_t *c)
         kr_sr_msg_dispose(&q->msg);
         kr_free(q);
     }
-    if (c->paused && c->nqueued < c->hub->opts.max_queued_invocations && c->state == SR_CONNECTED) {
-        c->paused = 0;
-        if (c->ws)
-            kr_conn_read_start(kr_ws_conn(c->ws));
-        process_input(c);
-    }
+    kr__sr_maybe_resume(c);
 }
 
 static void protocol_error(kr_sr_conn_t *c, const char *detail)
@@ -811,20 +978,97 @@ static void protocol_error(kr_sr_conn_t *c, const char *detail)
     kr_sr_conn_close(c, msg, 1);
 }
 
+static void send_ack(kr_sr_conn_t *c)
+{
+    kr_sbuf_t sb;
+    kr_sbuf_init(&sb, 16);
+    if (c->protocol == KR_SR_PROTO_MSGPACK)
+        kr_sr_mp_write_ack(&sb, c->recv_done);
+    else
+        kr_sr_json_write_ack(&sb, c->recv_done);
+    c->acked_sent = c->recv_done;
+    send_records(c, &sb, 0);
+}
+
+/* Stateful reconnect bookkeeping of one received message. Returns 0 to process it, 1 to drop
+ * it (a duplicate replayed by the client, or an Ack/Sequence handled here), -1 after a
+ * protocol error. */
+static int stateful_receive(kr_sr_conn_t *c, const kr_sr_msg_t *m)
+{
+    if (m->type >= KR_SR_INVOCATION && m->type <= KR_SR_CANCEL_INVOCATION) {
+        c->recv_seq++;
+        if (c->recv_seq <= c->recv_done)
+            return 1;
+        c->recv_done = c->recv_seq;
+        return 0;
+    }
+    if (m->type == KR_SR_ACK) {
+        replay_ack(c, m->sequence_id);
+        return 1;
+    }
+    if (m->type == KR_SR_SEQUENCE) {
+        if (m->sequence_id > c->recv_done + 1) {
+            protocol_error(c, "Sequence ID greater than amount of messages we've received.");
+            return -1;
+        }
+        c->recv_seq = m->sequence_id - 1;
+        return 1;
+    }
+    return 0;
+}
+
 static void handle_message(kr_sr_conn_t *c, kr_sr_msg_t *m)
 {
+    if (c->stateful && stateful_receive(c, m) != 0)
+        return;
     switch (m->type) {
     case KR_SR_INVOCATION:
-    case KR_SR_STREAM_INVOCATION:
+    case KR_SR_STREAM_INVOCATION: {
+        if (m->nstream_ids > 0) {
+            const char *dup = NULL;
+            int rc = kr__sr_uploads_open(c, m, &dup);
+            if (rc != 0) {
+                char msg[300];
+                if (rc == KR_EEXIST)
+                    snprintf(msg, sizeof(msg), "Invocation ID '%.200s' is already in use.", dup);
+                else
+                    snprintf(msg, sizeof(msg), "An unexpected error occurred invoking '%.200s' on "
+                                               "the server. Too many streams.",
+                             m->target);
+                complete_error(c, m->invocation_id, msg);
+                return;
+            }
+        }
+        if (m->type == KR_SR_STREAM_INVOCATION) {
+            dispatch(c, m); /* streams run beside the one-at-a-time invocations */
+            return;
+        }
         if (c->busy || !kr_list_empty(&c->queue)) {
+            if (c->nqueued >= c->hub->opts.max_queued_invocations) {
+                /* Only possible while a client result is awaited (reading never pauses
+                 * then): refuse rather than queue without bound. */
+                kr__sr_uploads_close_all(c, m);
+                char msg[300];
+                snprintf(msg, sizeof(msg),
+                         "Failed to invoke '%.200s': too many invocations are waiting for this "
+                         "connection.",
+                         m->target);
+                complete_error(c, m->invocation_id, msg);
+                return;
+            }
             queued_msg_t *q = kr_malloc(sizeof(*q));
-            q->msg = *m; /* ownership of the parsed tree moves into the queue */
-            m->_root = NULL;
+            kr_sr_msg_move(&q->msg, m); /* ownership of the parsed values moves into the queue */
             kr_list_insert_tail(&c->queue, &q->link);
             c->nqueued++;
             return;
         }
         dispatch(c, m);
+        return;
+    }
+    case KR_SR_STREAM_ITEM:
+    case KR_SR_COMPLETION:
+    case KR_SR_CANCEL_INVOCATION:
+        kr__sr_calls_message(c, m);
         return;
     case KR_SR_PING:
         c->got_ping = 1;
@@ -834,10 +1078,47 @@ static void handle_message(kr_sr_conn_t *c, kr_sr_msg_t *m)
         kr_sr_conn_close(c, NULL, 0);
         return;
     default:
-        /* Completions (client results), stream items, cancellations, acks: not enabled on this
-         * hub yet; an unknown type is ignored as .NET does. */
+        /* Ack / Sequence without stateful reconnect, and unknown types: ignored, as .NET does. */
         return;
     }
+}
+
+/* The next record of the received bytes: sets *rec, *rec_len and returns the bytes to consume,
+ * 0 when incomplete, -1 for a broken MessagePack length prefix. The handshake is always JSON. */
+static long next_record(const kr_sr_conn_t *c, const char *data, size_t len, const char **rec,
+                        size_t *rec_len)
+{
+    if (c->state == SR_CONNECTED && c->protocol == KR_SR_PROTO_MSGPACK) {
+        size_t off = 0;
+        long used = kr_sr_mp_next_record(data, len, &off, rec_len);
+        if (used > 0)
+            *rec = data + off;
+        return used;
+    }
+    size_t used = kr_sr_json_next_record(data, len, rec_len);
+    *rec = data;
+    return (long)used;
+}
+
+static int parse_record(const kr_sr_conn_t *c, const char *rec, size_t len, kr_sr_msg_t *m,
+                        const char **err)
+{
+    if (c->protocol == KR_SR_PROTO_MSGPACK)
+        return kr_sr_mp_parse(rec, len, m, err);
+    return kr_sr_json_parse(rec, len, m, err);
+}
+
+static void too_large(kr_sr_conn_t *c)
+{
+    char detail[160];
+    snprintf(detail, sizeof(detail),
+             "The maximum message size of %zuB was exceeded. The message size can be configured "
+             "in AddHubOptions.",
+             c->hub->opts.max_message_bytes);
+    if (c->state == SR_HANDSHAKING)
+        handshake_fail(c, "Handshake was canceled.");
+    else
+        protocol_error(c, detail);
 }
 
 static void process_input(kr_sr_conn_t *c)
@@ -847,32 +1128,31 @@ static void process_input(kr_sr_conn_t *c)
     const char *data = kr_sbuf_data(&c->inbuf);
     size_t len = kr_sbuf_len(&c->inbuf);
     while (c->state == SR_HANDSHAKING || c->state == SR_CONNECTED) {
-        if (c->state == SR_CONNECTED && c->nqueued >= hub->opts.max_queued_invocations) {
-            /* Back-pressure: stop reading until the queue drains (dispatch_next resumes). */
-            if (!c->paused && c->ws) {
+        if (c->state == SR_CONNECTED && must_pause(c)) {
+            /* Back-pressure: stop reading until the queue drains (dispatch_next resumes);
+             * a POST is answered only then (respond_held_post). */
+            if (!c->paused) {
                 c->paused = 1;
-                kr_conn_read_stop(kr_ws_conn(c->ws));
+                if (c->ws)
+                    kr_conn_read_stop(kr_ws_conn(c->ws));
             }
             break;
         }
-        size_t rec_len;
-        size_t used = kr_sr_json_next_record(data + off, len - off, &rec_len);
+        const char *rec = NULL;
+        size_t rec_len = 0;
+        long used = next_record(c, data + off, len - off, &rec, &rec_len);
+        if (used < 0) {
+            protocol_error(c, "Messages over 2GB in size are not supported.");
+            break;
+        }
         if (used == 0) {
-            if (len - off > hub->opts.max_message_bytes) {
-                if (c->state == SR_HANDSHAKING)
-                    handshake_fail(c, "Handshake was canceled.");
-                else
-                    protocol_error(c, "The maximum message size was exceeded.");
-            }
+            if (len - off > hub->opts.max_message_bytes + 5)
+                too_large(c);
             break;
         }
-        const char *rec = data + off;
-        off += used;
+        off += (size_t)used;
         if (rec_len > hub->opts.max_message_bytes) {
-            if (c->state == SR_HANDSHAKING)
-                handshake_fail(c, "Handshake was canceled.");
-            else
-                protocol_error(c, "The maximum message size was exceeded.");
+            too_large(c);
             break;
         }
         if (c->state == SR_HANDSHAKING) {
@@ -883,7 +1163,7 @@ static void process_input(kr_sr_conn_t *c)
             continue;
         kr_sr_msg_t m;
         const char *err = NULL;
-        if (kr_sr_json_parse(rec, rec_len, &m, &err) != 0) {
+        if (parse_record(c, rec, rec_len, &m, &err) != 0) {
             protocol_error(c, err ? err : "malformed message");
             break;
         }
@@ -910,6 +1190,8 @@ static void on_tick(uv_timer_t *t)
         kr_sr_conn_t *c = kr_container_of(it, kr_sr_conn_t, link);
         it = it->next;
         kr_sr_conn_ref(c);
+        if (c->state == SR_CONNECTED)
+            kr__sr_calls_tick(c, now); /* client results past their deadline */
         if (c->transport == KR_SR_TRANSPORT_LP && c->state != SR_CLOSED) {
             /* Long polling has no pings: a held poll is answered empty after the poll timeout,
              * and a client that stops polling (or whose poll's socket went away) is gone. */
@@ -934,14 +1216,21 @@ static void on_tick(uv_timer_t *t)
                 handshake_fail(c, "Handshake was canceled.");
             break;
         case SR_CONNECTED:
+            if (c->detached) {
+                if (now - c->detached_ms >= hub->opts.disconnect_timeout_ms)
+                    conn_ended(c, "the client did not reconnect");
+                break;
+            }
+            if (c->stateful && c->recv_done > c->acked_sent)
+                send_ack(c); /* about once a second: the tick's longest interval */
             if (c->got_ping && now - c->last_recv_ms >= hub->opts.client_timeout_ms) {
                 KR_LOG(KR_LOG_INFO, "hub", "%s: %s client timeout", hub->path, c->id);
                 kr_sr_conn_close(c, "Connection closed with an error.", 1);
             } else if (now - c->last_send_ms >= hub->opts.keepalive_ms) {
                 kr_sbuf_t sb;
                 kr_sbuf_init(&sb, 16);
-                kr_sr_json_write_ping(&sb);
-                send_records(c, &sb);
+                write_ping(c, &sb);
+                send_records(c, &sb, 0);
             }
             break;
         default:
@@ -1068,7 +1357,16 @@ static void negotiate(kr_hub_t *hub, kr_http_req_t *req)
         kr_sbuf_printf(&sb,
                        "%s{\"transport\":\"LongPolling\",\"transferFormats\":[\"Text\",\"Binary\"]}",
                        hub->opts.transports & (KR_SR_TRANSPORT_WS | KR_SR_TRANSPORT_SSE) ? "," : "");
-    kr_sbuf_puts(&sb, "]}");
+    kr_sbuf_putc(&sb, ']');
+    /* Stateful reconnect only when the client asked and the hub allows it (a client that did
+     * not ask refuses the connection when the reply says it anyway). */
+    char sbuf[8];
+    long slen = query_param(req, "useStatefulReconnect", sbuf, sizeof(sbuf));
+    if (hub->opts.stateful_reconnect && slen == 4 && kr_strncasecmp(sbuf, "true", 4) == 0) {
+        c->stateful_offered = 1;
+        kr_sbuf_puts(&sb, ",\"useStatefulReconnect\":true");
+    }
+    kr_sbuf_putc(&sb, '}');
     respond_json(req, &sb);
 }
 
@@ -1181,11 +1479,21 @@ static void lp_release(kr_sr_conn_t *c, int status)
     kr_http_req_unref(req);
 }
 
+/* The hub's deferred work, at the next loop turn: ready long polls, connections that may read
+ * again. */
 static void on_lp_timer(uv_timer_t *t)
 {
     kr_hub_t *hub = kr_container_of(t, kr_hub_t, lp_timer);
     kr_list_t batch;
     kr_list_init(&batch);
+    kr_list_move_all(&hub->resume_ready, &batch);
+    while (!kr_list_empty(&batch)) {
+        kr_sr_conn_t *c = kr_container_of(batch.next, kr_sr_conn_t, resume_link);
+        kr_list_remove(&c->resume_link);
+        kr_sr_conn_ref(c);
+        resume_reading(c);
+        kr_sr_conn_unref(c);
+    }
     kr_list_move_all(&hub->lp_ready, &batch);
     while (!kr_list_empty(&batch)) {
         kr_sr_conn_t *c = kr_container_of(batch.next, kr_sr_conn_t, lp_ready_link);
@@ -1239,8 +1547,25 @@ static void receive_post(kr_sr_conn_t *c, kr_http_req_t *req)
         kr_sr_conn_ref(c);
         process_input(c);
         kr_sr_conn_unref(c);
+        if (c->paused && c->held_post == NULL && c->state == SR_CONNECTED) {
+            /* Back-pressure: the client sends its next POST only after this one's answer. */
+            c->held_post = req;
+            kr_http_req_ref(req);
+            return;
+        }
     }
     kr_http_respond(req, 200, NULL, 0, NULL);
+}
+
+static void ws_options(const kr_hub_t *hub, kr_ws_opts_t *wo)
+{
+    kr_ws_opts_default(wo);
+    /* Records may arrive in any number of frames; the hub enforces its own message limit on
+     * records, the frame layer only a generous bound on one WebSocket message. */
+    wo->max_message = hub->opts.max_message_bytes * 4 + 1024;
+    wo->high_water = hub->opts.high_water;
+    wo->low_water = hub->opts.low_water;
+    wo->hard_limit = hub->opts.hard_limit;
 }
 
 static void start_websocket(kr_hub_t *hub, kr_http_req_t *req, kr_sr_conn_t *c)
@@ -1251,13 +1576,7 @@ static void start_websocket(kr_hub_t *hub, kr_http_req_t *req, kr_sr_conn_t *c)
         return;
     }
     kr_ws_opts_t wo;
-    kr_ws_opts_default(&wo);
-    /* Records may arrive in any number of frames; the hub enforces its own message limit on
-     * records, the frame layer only a generous bound on one WebSocket message. */
-    wo.max_message = hub->opts.max_message_bytes * 4 + 1024;
-    wo.high_water = hub->opts.high_water;
-    wo.low_water = hub->opts.low_water;
-    wo.hard_limit = hub->opts.hard_limit;
+    ws_options(hub, &wo);
     if (c == NULL)
         c = conn_new(hub, 0); /* skipNegotiation */
     kr_ws_t *ws = kr_ws_accept(req, &ws_handler, c, &wo);
@@ -1270,6 +1589,60 @@ static void start_websocket(kr_hub_t *hub, kr_http_req_t *req, kr_sr_conn_t *c)
     c->transport = KR_SR_TRANSPORT_WS;
     c->state = SR_HANDSHAKING;
     c->created_ms = c->last_recv_ms = now_ms(hub); /* the handshake timeout starts now */
+}
+
+/* Stateful reconnect: the client comes back on a new socket with the same id. No handshake:
+ * the server sends Sequence (the first unacknowledged message), then replays everything
+ * unacknowledged, in order; the client does the same the other way. */
+static void reattach_websocket(kr_hub_t *hub, kr_http_req_t *req, kr_sr_conn_t *c)
+{
+    int status = kr_ws_check_upgrade(req);
+    if (status != 0) {
+        kr_ws_reject(req, status);
+        return;
+    }
+    kr_ws_opts_t wo;
+    ws_options(hub, &wo);
+    if (c->ws != NULL) {
+        /* The client gave up on its old socket (it only reconnects after a drop): retire it. */
+        kr_ws_t *old = c->ws;
+        c->ws = NULL;
+        kr_ws_set_userdata(old, NULL);
+        kr_ws_close(old, 1000, NULL);
+        kr_sbuf_reset(&c->inbuf);
+        c->detached = 1;
+        c->detached_ms = now_ms(hub);
+    }
+    kr_ws_t *ws = kr_ws_accept(req, &ws_handler, c, &wo);
+    if (ws == NULL)
+        return;
+    c->ws = ws;
+    c->detached = 0;
+    c->last_recv_ms = now_ms(hub);
+    c->got_ping = 0;
+    kr_ws_conn(ws)->corkable = 1;
+    if (c->paused)
+        kr_conn_read_stop(kr_ws_conn(ws));
+    int64_t first = c->send_seq + 1;
+    if (!kr_list_empty(&c->replay))
+        first = kr_container_of(c->replay.next, replay_unit_t, link)->first_seq;
+    kr_sbuf_t sb;
+    kr_sbuf_init(&sb, 16);
+    if (c->protocol == KR_SR_PROTO_MSGPACK)
+        kr_sr_mp_write_sequence(&sb, first);
+    else
+        kr_sr_json_write_sequence(&sb, first);
+    kr_ws_send_frame(ws, make_unit(c->wire, kr_sbuf_finish(&sb)));
+    kr_list_t *it;
+    unsigned n = 0;
+    kr_list_foreach(it, &c->replay)
+    {
+        kr_ws_send_frame(ws, kr_buf_ref(kr_container_of(it, replay_unit_t, link)->unit));
+        n++;
+    }
+    replay_admit(c);
+    KR_LOG(KR_LOG_INFO, "hub", "%s: %s reconnected (stateful; %u unit(s) replayed from %lld)",
+           hub->path, c->id, n, (long long)first);
 }
 
 static int accepts_event_stream(const kr_http_req_t *req)
@@ -1308,6 +1681,9 @@ int kr_hub_handle_http(kr_hub_t *hub, kr_http_req_t *req)
             respond_text(req, 404, "WebSockets transport is not enabled");
         } else if (idlen > 0 && c == NULL) {
             respond_text(req, 404, "No Connection with that ID");
+        } else if (c != NULL && c->stateful && c->state == SR_CONNECTED) {
+            /* Stateful reconnect; the old socket may not have reported its end yet. */
+            reattach_websocket(hub, req, c);
         } else if (c != NULL && c->state != SR_NEGOTIATED) {
             respond_text(req, 409, "Connection already has a transport");
         } else {
@@ -1388,6 +1764,7 @@ kr_hub_t *kr_hub_new(kr_server_t *server, const char *path, const kr_hub_opts_t 
     uv_timer_init(server->loop, &hub->lp_timer);
     hub->lp_timer.data = hub;
     kr_list_init(&hub->lp_ready);
+    kr_list_init(&hub->resume_ready);
     hub->open_handles = 2;
     uint64_t iv = tick_interval(&hub->opts);
     uv_timer_start(&hub->timer, on_tick, iv, iv);
@@ -1417,8 +1794,13 @@ void kr_hub_set_opts(kr_hub_t *hub, const kr_hub_opts_t *opts)
 static int encode_shutdown(void *ud, int protocol, kr_sbuf_t *sb)
 {
     KR_UNUSED(ud);
-    if (protocol != KR_SR_PROTO_JSON)
-        return KR_EINVAL;
+    if (protocol == KR_SR_PROTO_MSGPACK) {
+        size_t start = kr_sr_mp_write_invocation_head(sb, NULL, "serverShutdown");
+        kr_mp_put_array(sb, 1);
+        kr_mp_put_str(sb, "Server stopping", 15);
+        kr_sr_mp_write_invocation_tail(sb, start);
+        return 0;
+    }
     kr_sr_json_write_invocation_head(sb, NULL, "serverShutdown");
     kr_sbuf_puts(sb, "[\"Server stopping\"]");
     kr_sr_json_write_tail(sb);
@@ -1482,7 +1864,12 @@ void kr_hub_free(kr_hub_t *hub)
             kr_http_req_unref(c->poll); /* the loop is over: nobody to answer */
             c->poll = NULL;
         }
+        if (c->held_post) {
+            kr_http_req_unref(c->held_post);
+            c->held_post = NULL;
+        }
         kr_list_remove(&c->lp_ready_link);
+        kr_list_remove(&c->resume_link);
         kr_list_remove(&c->link);
         kr_sr_conn_unref(c);
     }

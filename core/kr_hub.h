@@ -3,7 +3,8 @@
  *
  * A hub owns its logical connections (kr_sr_conn_t): an index by id and by token, its groups
  * and users. A connection is bound to one transport (WebSockets; Server-Sent Events or long
- * polling, with POSTs for client messages) and one hub protocol (JSON today); its wire format decides which encoded bytes it takes from a broadcast.
+ * polling, with POSTs for client messages) and one hub protocol (JSON or MessagePack); its wire
+ * format decides which encoded bytes it takes from a broadcast.
  * Broadcasting encodes a message once per wire format into one refcounted buffer and queues a
  * reference on each recipient (architecture rule 2); slow recipients are dealt with by their
  * connection's watermarks, never by the broadcaster.
@@ -12,7 +13,7 @@
  * MaximumParallelInvocationsPerClient = 1): further ones wait in a bounded queue, and the
  * connection stops reading while the queue is full.
  *
- * Calls: kr_http (negotiate, upgrade), kr_ws, kr_sr_json, kr_map. Calls up through the
+ * Calls: kr_http (negotiate, upgrade), kr_ws, kr_sr_json, kr_sr_msgpack, kr_map. Calls up through the
  * kr_hub_app_t callbacks only (the Lua layer implements them).
  */
 #ifndef KR_HUB_H
@@ -21,12 +22,12 @@
 #include "kr_buf.h"
 #include "kr_http.h"
 #include "kr_sr_json.h"
+#include "kr_sr_msgpack.h"
 
 typedef struct kr_hub_s kr_hub_t;
 typedef struct kr_sr_conn_s kr_sr_conn_t;
 
 enum { KR_SR_TRANSPORT_WS = 1, KR_SR_TRANSPORT_SSE = 2, KR_SR_TRANSPORT_LP = 4 };
-enum { KR_SR_PROTO_JSON = 1, KR_SR_PROTO_MSGPACK = 2 };
 
 /* How bytes reach a connection: one encoded buffer per wire format per broadcast. */
 typedef enum kr_sr_wire_e {
@@ -34,6 +35,7 @@ typedef enum kr_sr_wire_e {
     KR_WIRE_WS_MSGPACK,  /* WebSocket binary frame holding varint-framed msgpack records */
     KR_WIRE_SSE_JSON,    /* one Server-Sent Events event ("data: ...\r\n\r\n") of JSON records */
     KR_WIRE_RAW_JSON,    /* bare JSON records, queued for the next long poll */
+    KR_WIRE_RAW_MSGPACK, /* bare varint-framed msgpack records, for the next long poll */
     KR_WIRE_COUNT
 } kr_sr_wire_e;
 
@@ -50,6 +52,12 @@ typedef struct kr_hub_opts_s {
     int detailed_errors;            /* add the error text to error Completions */
     int builtins;                   /* JoinGroup / LeaveGroup / Echo */
     unsigned max_queued_invocations; /* 32: reading pauses while this many wait */
+    unsigned stream_buffer_capacity; /* 10: items buffered per upload stream before reading pauses */
+    unsigned max_streams;           /* 128: server streams + upload streams + client results
+                                       in flight per connection */
+    uint64_t client_result_timeout_ms; /* 30000: ctx:invoke gives up after this long */
+    int stateful_reconnect;         /* allow withStatefulReconnect() (WebSockets only) */
+    size_t stateful_buffer_bytes;   /* 100000: unacknowledged bytes kept for a reconnect */
     size_t high_water, low_water, hard_limit; /* output queue limits per connection */
 } kr_hub_opts_t;
 
@@ -63,6 +71,8 @@ typedef struct kr_hub_app_s {
     int (*invoke)(kr_hub_t *hub, kr_sr_conn_t *c, const kr_sr_msg_t *msg, void *ud);
     /* The handshake completed. */
     void (*connected)(kr_hub_t *hub, kr_sr_conn_t *c, void *ud);
+    /* (invoke also receives StreamInvocations (type 4): the app answers the streaming /
+     * non-streaming mismatch itself; KR_ENOENT sends "Unknown hub method".) */
     /* The connection ended (error is NULL for a clean close). The connection keeps its groups
      * until kr_sr_conn_disconnected_done; return 1 to call it later (from a fiber), or 0 and
      * the core finishes at once. */
@@ -124,6 +134,52 @@ int kr_sr_conn_is_open(const kr_sr_conn_t *c); /* connected and not closing */
  * is sent. Otherwise a Completion with the raw JSON result (NULL: null), or with error. */
 void kr_sr_conn_complete(kr_sr_conn_t *c, const char *invocation_id, const char *result_json,
                          size_t result_len, const char *error);
+/* The hub protocol the client chose (KR_SR_PROTO_*; 0 before the handshake). */
+int kr_sr_conn_protocol(const kr_sr_conn_t *c);
+/* Sends records the caller encoded in the connection's protocol (stream items, completions,
+ * invocations that expect a result). trackable: how many of them are messages of types 1-5
+ * (stateful reconnect numbers those). Takes sb's content. 0 or KR_ECLOSED. */
+int kr_sr_conn_send_encoded(kr_sr_conn_t *c, kr_sbuf_t *sb, unsigned trackable);
+
+/* ---- streams and client results in flight (kr_sr_calls.c) ------------------------------ */
+
+/* Server-to-client streams: the app registers the StreamInvocation it runs; a
+ * CancelInvocation from the client, or the connection ending, calls cancel once (not after
+ * kr_sr_stream_end). Items and the final Completion are the app's to send. Returns 0,
+ * KR_EEXIST ("Invocation ID 'x' is already in use.") or KR_ELIMIT (max_streams). */
+typedef void (*kr_sr_cancel_cb)(kr_sr_conn_t *c, void *ud);
+int kr_sr_stream_begin(kr_sr_conn_t *c, const char *invocation_id, kr_sr_cancel_cb cancel,
+                       void *ud);
+void kr_sr_stream_end(kr_sr_conn_t *c, const char *invocation_id);
+
+/* Client-to-server (upload) streams: the core opens one per stream id of an invocation before
+ * calling app->invoke and buffers up to stream_buffer_capacity items each (reading pauses
+ * beyond). The method reads them by id; it closes each when done. */
+typedef struct kr_sr_upload_s kr_sr_upload_t;
+kr_sr_upload_t *kr_sr_upload_find(kr_sr_conn_t *c, const char *stream_id);
+/* 1: the next item's message is moved into *item (read item->item / item->mp_item, then
+ * dispose it); 0: nothing buffered yet (see kr_sr_upload_wait); -1: the stream is over,
+ * *error NULL when the client completed it, else its error text (valid until close). */
+int kr_sr_upload_next(kr_sr_upload_t *u, kr_sr_msg_t *item, const char **error);
+/* Calls cb once, when kr_sr_upload_next would no longer return 0 (an item, the end, or the
+ * connection ending). One waiter at a time; ud NULL cancels the wait. */
+void kr_sr_upload_wait(kr_sr_upload_t *u, void (*cb)(void *ud), void *ud);
+void kr_sr_upload_close(kr_sr_upload_t *u);
+
+/* Client results: registers a result the server awaits and writes its fresh invocation id into
+ * id (at least 24 bytes); the caller then sends the Invocation with that id
+ * (kr_sr_conn_send_encoded). cb runs exactly once: with the client's Completion (result: the
+ * message, error NULL; or the client's error text), or with result NULL and an error when
+ * timeout_ms passes or the connection ends. While results are awaited the connection keeps
+ * reading so the Completion can arrive (the one-invocation-at-a-time rule cannot deadlock).
+ * Returns 0, KR_ECLOSED or KR_ELIMIT. */
+typedef void (*kr_sr_result_cb)(kr_sr_conn_t *c, const kr_sr_msg_t *result, const char *error,
+                                void *ud);
+int kr_sr_result_expect(kr_sr_conn_t *c, char *id, uint64_t timeout_ms, kr_sr_result_cb cb,
+                        void *ud);
+/* The waiter is gone (its fiber was cancelled): forget the result without calling back. */
+void kr_sr_result_forget(kr_sr_conn_t *c, const char *id);
+
 /* The deferred end of app->disconnected: groups and users are released. */
 void kr_sr_conn_disconnected_done(kr_sr_conn_t *c);
 /* Ends the connection: a Close message (error may be NULL), then the transport closes. */

@@ -114,6 +114,24 @@ static int is_string_object(const cJSON *obj)
     return 1;
 }
 
+/* Points m->stream_ids at the strings of arr (one kr_malloc'd block of pointers). */
+static int copy_stream_ids(const cJSON *arr, kr_sr_msg_t *m)
+{
+    int n = cJSON_GetArraySize(arr);
+    if (n <= 0)
+        return 0;
+    if (n > 1024)
+        return -1;
+    const char **ids = kr_malloc((size_t)n * sizeof(*ids));
+    const cJSON *c;
+    unsigned i = 0;
+    cJSON_ArrayForEach(c, arr) ids[i++] = c->valuestring;
+    m->stream_ids = ids;
+    m->nstream_ids = i;
+    m->_strings = (void *)ids;
+    return 0;
+}
+
 /* The checks on properties that do not depend on the message type; sets the fields. */
 static const char *read_common(const cJSON *root, kr_sr_msg_t *m)
 {
@@ -136,7 +154,8 @@ static const char *read_common(const cJSON *root, kr_sr_msg_t *m)
     if (item != NULL && !cJSON_IsNull(item)) {
         if (!is_string_array(item))
             return "\"streamIds\" is not an array of strings";
-        m->stream_ids = item;
+        if (copy_stream_ids(item, m) != 0)
+            return "\"streamIds\" is too long";
     }
     item = cJSON_GetObjectItemCaseSensitive(root, "headers");
     if (item != NULL && !is_string_object(item))
@@ -251,6 +270,7 @@ int kr_sr_json_parse(const char *data, size_t len, kr_sr_msg_t *out, const char 
     e = read_message(root, out);
     if (e != NULL) {
         cJSON_Delete(root);
+        kr_free(out->_strings);
         memset(out, 0, sizeof(*out));
         *err = e;
         return KR_EPROTO;
@@ -258,17 +278,14 @@ int kr_sr_json_parse(const char *data, size_t len, kr_sr_msg_t *out, const char 
     if (out->type < KR_SR_INVOCATION || out->type > KR_SR_SEQUENCE) {
         /* Unknown type: only the number is meaningful. */
         int type = out->type;
+        kr_free(out->_strings);
         memset(out, 0, sizeof(*out));
         out->type = type;
     }
+    out->protocol = KR_SR_PROTO_JSON;
+    out->has_result = out->result != NULL;
     out->_root = root;
     return 0;
-}
-
-void kr_sr_msg_dispose(kr_sr_msg_t *m)
-{
-    cJSON_Delete(m->_root); /* NULL is ignored */
-    memset(m, 0, sizeof(*m));
 }
 
 int kr_sr_handshake_parse(const char *data, size_t len, char *protocol, size_t protocol_len,

@@ -3,8 +3,8 @@
  * Wire format: docs/signalr-protocol.md sections 3 and 4. Every message is one JSON object
  * followed by the record separator 0x1E.
  * Decode: kr_sr_json_next_record finds record boundaries in received bytes; kr_sr_json_parse
- * turns one record into a kr_sr_msg_t whose pointers all live in a cJSON tree the message owns
- * (kr_sr_msg_dispose frees it); kr_sr_handshake_parse reads the client's handshake request.
+ * turns one record into a kr_sr_msg_t (kr_sr_msg.h) whose values live in a cJSON tree the
+ * message owns (kr_sr_msg_dispose frees it); kr_sr_handshake_parse reads the client's handshake request.
  * Encode: kr_sr_json_write_* append one complete record (separator included) to a kr_sbuf_t;
  * strings go through kr_json_write_string, so output is valid UTF-8 whatever the input.
  * Sizes are not checked here: the caller enforces MaximumReceiveMessageSize before parsing.
@@ -15,36 +15,11 @@
 
 #include "kr_common.h"
 #include "kr_buf.h"
+#include "kr_sr_msg.h"
 
 #include <cjson/cJSON.h>
 
 #define KR_SR_RS 0x1e
-
-typedef enum kr_sr_msg_type_e {
-    KR_SR_INVOCATION = 1,
-    KR_SR_STREAM_ITEM = 2,
-    KR_SR_COMPLETION = 3,
-    KR_SR_STREAM_INVOCATION = 4,
-    KR_SR_CANCEL_INVOCATION = 5,
-    KR_SR_PING = 6,
-    KR_SR_CLOSE = 7,
-    KR_SR_ACK = 8,
-    KR_SR_SEQUENCE = 9
-} kr_sr_msg_type_e;
-
-typedef struct kr_sr_msg_s {
-    int type;                  /* a kr_sr_msg_type_e, or another number (ignored by callers) */
-    const char *invocation_id; /* NULL when absent (an empty string counts as absent) */
-    const char *target;        /* Invocation / StreamInvocation: a non-empty string */
-    const cJSON *arguments;    /* JSON array (required for types 1 and 4) */
-    const cJSON *stream_ids;   /* array of strings or NULL */
-    const cJSON *item;         /* StreamItem: the item (a cJSON null node when "item": null) */
-    const cJSON *result;       /* Completion: NULL when absent (a null node for "result":null) */
-    const char *error;         /* Completion / Close: NULL when absent */
-    int allow_reconnect;       /* Close: 1 for "allowReconnect":true */
-    int64_t sequence_id;       /* Ack / Sequence */
-    cJSON *_root;              /* owns everything above */
-} kr_sr_msg_t;
 
 /* Finds the next record: if data[0..len) contains 0x1E, sets *rec_len to the record length
  * WITHOUT the separator and returns the bytes to consume (rec_len + 1); else returns 0
@@ -67,8 +42,6 @@ size_t kr_sr_json_next_record(const char *data, size_t len, size_t *rec_len);
  * read only the fields of the message's type. Strings are cJSON's: a \u0000 escape ends them
  * early. With duplicate keys the first one counts. */
 int kr_sr_json_parse(const char *data, size_t len, kr_sr_msg_t *out, const char **err);
-/* Frees the tree and clears *m. Safe on a cleared or already disposed message. */
-void kr_sr_msg_dispose(kr_sr_msg_t *m);
 
 /* Handshake request: {"protocol":"json","version":1} (one record, no separator). Returns 0
  * with the protocol name copied into protocol (NUL-terminated, truncated to protocol_len-1:

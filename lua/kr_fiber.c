@@ -172,6 +172,24 @@ void kr_fiber_wait_sleep(kr_fiber_t *f, uint64_t ms)
     uv_timer_start(&f->timer, on_sleep_done, ms, 0);
 }
 
+void kr_fiber_wait_event(kr_fiber_t *f, kr_fiber_unwait_cb unwait, void *ud)
+{
+    f->waiting = 1;
+    f->unwait = unwait;
+    f->unwait_ud = ud;
+}
+
+void kr_fiber_wake(kr_fiber_t *f, int nargs)
+{
+    kr_app_t *app = f->vm->app;
+    f->waiting = 0;
+    f->unwait = NULL;
+    f->unwait_ud = NULL;
+    f->nargs = nargs;
+    kr_list_insert_tail(&app->runq, &f->qlink);
+    kr__server_wake(app->server);
+}
+
 void kr_fiber_cancel(kr_fiber_t *f)
 {
     if (f->done)
@@ -179,6 +197,11 @@ void kr_fiber_cancel(kr_fiber_t *f)
     if (f->waiting) {
         uv_timer_stop(&f->timer);
         f->waiting = 0;
+        if (f->unwait != NULL) {
+            kr_fiber_unwait_cb unwait = f->unwait;
+            f->unwait = NULL;
+            unwait(f, f->unwait_ud);
+        }
     }
     finish(f, KR_FIBER_CANCELLED);
 }

@@ -25,6 +25,8 @@ typedef enum kr_fiber_status_e {
 
 /* Called once when the fiber ends. The fiber is freed after it returns. */
 typedef void (*kr_fiber_done_cb)(kr_fiber_t *f, kr_fiber_status_e status, void *ud);
+/* Called when a fiber waiting for an event is cancelled, so the waiter's registration goes. */
+typedef void (*kr_fiber_unwait_cb)(kr_fiber_t *f, void *ud);
 
 struct kr_fiber_s {
     kr_vm_t *vm;
@@ -38,6 +40,8 @@ struct kr_fiber_s {
     char *error;        /* message + traceback after an error (owned) */
     kr_fiber_done_cb done_cb;
     void *done_ud;
+    kr_fiber_unwait_cb unwait; /* an event wait is armed (kr_fiber_wait_event) */
+    void *unwait_ud;
     uv_timer_t timer;   /* kr.sleep */
     kr_list_t link;     /* app->fibers */
     kr_list_t qlink;    /* app->runq */
@@ -53,6 +57,13 @@ void kr_fiber_start(kr_fiber_t *f);
 kr_fiber_t *kr_fiber_current(lua_State *L);
 /* Arms a sleep; the caller then returns lua_yield(L, 0). */
 void kr_fiber_wait_sleep(kr_fiber_t *f, uint64_t ms);
+/* Arms a wait for an event from outside the fiber (a client result, a stream item); the
+ * caller then returns lua_yield(L, 0). kr_fiber_wake ends it; if the fiber is cancelled
+ * first, unwait(f, ud) runs so the waiter can drop its registration. */
+void kr_fiber_wait_event(kr_fiber_t *f, kr_fiber_unwait_cb unwait, void *ud);
+/* Ends an event wait: the nargs values the caller pushed on f->co become the results of the
+ * yielding call. The fiber resumes from the run queue (never inside the caller's stack). */
+void kr_fiber_wake(kr_fiber_t *f, int nargs);
 /* Cancels a fiber (stops its wait, closes the coroutine, calls done with CANCELLED). */
 void kr_fiber_cancel(kr_fiber_t *f);
 /* Closes the pooled fibers of a generation that is being freed. */

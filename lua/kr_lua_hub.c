@@ -15,10 +15,13 @@
 #include "kr_json.h"
 #include "kr_log.h"
 #include "kr_lua.h"
+#include "kr_lua_hub_int.h"
 #include "kr_lua_json.h"
+#include "kr_lua_msgpack.h"
 
 #include <cjson/cJSON.h>
 #include <lauxlib.h>
+#include <msgpack.h>
 #include <stdio.h>
 
 #define VM_UPVALUE(L) ((kr_vm_t *)lua_touserdata((L), lua_upvalueindex(1)))
@@ -52,7 +55,8 @@ static int push_handlers(lua_State *L, kr_hub_t *hub)
     return 1;
 }
 
-/* Pushes handler `field` (or methods[name] when name is given); returns 0 if absent. */
+/* Pushes handler `field` (or field[name], name compared case-insensitively, when name is
+ * given); returns 0 if absent. */
 static int push_handler(lua_State *L, kr_hub_t *hub, const char *field, const char *name)
 {
     if (!push_handlers(L, hub))
@@ -84,7 +88,7 @@ static int push_handler(lua_State *L, kr_hub_t *hub, const char *field, const ch
 
 /* ---- ctx -------------------------------------------------------------------------------- */
 
-static void push_ctx(lua_State *L, kr_sr_conn_t *c)
+void kr__lua_push_ctx(lua_State *L, kr_sr_conn_t *c)
 {
     ctx_box_t *box = lua_newuserdatauv(L, sizeof(*box), 0);
     box->c = c;
@@ -92,10 +96,20 @@ static void push_ctx(lua_State *L, kr_sr_conn_t *c)
     luaL_setmetatable(L, CTX_MT);
 }
 
+static void push_ctx(lua_State *L, kr_sr_conn_t *c)
+{
+    kr__lua_push_ctx(L, c);
+}
+
+kr_sr_conn_t *kr__lua_check_ctx(lua_State *L, int idx)
+{
+    ctx_box_t *box = luaL_checkudata(L, idx, CTX_MT);
+    return box->c;
+}
+
 static kr_sr_conn_t *check_ctx(lua_State *L)
 {
-    ctx_box_t *box = luaL_checkudata(L, 1, CTX_MT);
-    return box->c;
+    return kr__lua_check_ctx(L, 1);
 }
 
 static int l_ctx_gc(lua_State *L)
@@ -165,35 +179,100 @@ typedef enum { ARGS_PLAIN, ARGS_LOG, ARGS_EVENT } args_kind_e;
 typedef struct lua_payload_s {
     lua_State *L;
     const char *target;
+    const char *id;    /* the invocation id (client results), or NULL */
     int first, n;      /* arguments on the stack */
     args_kind_e kind;  /* log / event: one envelope object */
     const char *err;   /* the encoder's message when encoding failed */
 } lua_payload_t;
 
-static int encode_arg(lua_payload_t *p, int idx, kr_sbuf_t *sb)
+int kr__lua_hub_encode_value(lua_State *L, int idx, int protocol, kr_sbuf_t *sb,
+                             const char **err)
 {
-    if (lua_isnoneornil(p->L, idx)) {
+    if (protocol == KR_SR_PROTO_MSGPACK)
+        return kr_mp_encode(L, idx, sb, NULL, err);
+    if (lua_isnoneornil(L, idx)) {
         kr_sbuf_puts(sb, "null");
         return 0;
     }
-    return kr_json_encode(p->L, idx, sb, NULL, &p->err);
+    return kr_json_encode(L, idx, sb, NULL, err);
+}
+
+int kr__lua_hub_push_value(lua_State *L, const kr_sr_msg_t *m, const void *node, char *err,
+                           size_t errlen)
+{
+    if (m->protocol == KR_SR_PROTO_MSGPACK) {
+        const msgpack_object *o = node;
+        if (o == NULL || o->type == MSGPACK_OBJECT_NIL) {
+            lua_pushnil(L);
+            return 0;
+        }
+        return kr_mp_push(L, o, NULL, err, errlen);
+    }
+    const cJSON *j = node;
+    if (j == NULL || cJSON_IsNull(j)) {
+        lua_pushnil(L);
+        return 0;
+    }
+    return kr_json_push_cjson(L, j, NULL, err, errlen);
+}
+
+static int encode_arg(lua_payload_t *p, int protocol, int idx, kr_sbuf_t *sb)
+{
+    return kr__lua_hub_encode_value(p->L, idx, protocol, sb, &p->err);
+}
+
+/* The ReceiveLog / ReceiveEvent envelope as one MessagePack map; the timestamp is a timestamp
+ * extension, what .NET writes for a DateTime. */
+static int envelope_msgpack(lua_payload_t *p, kr_sbuf_t *sb, int64_t now_ms)
+{
+    size_t len;
+    const char *a = lua_tolstring(p->L, p->first, &len);
+    kr_mp_put_map(sb, 3);
+    kr_mp_put_str(sb, p->kind == ARGS_LOG ? "level" : "eventName", p->kind == ARGS_LOG ? 5 : 9);
+    kr_mp_put_str(sb, a, len);
+    int rc = 0;
+    if (p->kind == ARGS_LOG) {
+        const char *m = lua_tolstring(p->L, p->first + 1, &len);
+        kr_mp_put_str(sb, "message", 7);
+        kr_mp_put_str(sb, m, len);
+    } else {
+        kr_mp_put_str(sb, "data", 4);
+        rc = encode_arg(p, KR_SR_PROTO_MSGPACK, p->first + 1, sb);
+    }
+    kr_mp_put_str(sb, "timestamp", 9);
+    kr_mp_put_timestamp_ms(sb, now_ms);
+    return rc;
+}
+
+static int payload_encode_msgpack(lua_payload_t *p, kr_sbuf_t *sb)
+{
+    size_t start = kr_sr_mp_write_invocation_head(sb, p->id, p->target);
+    int rc = 0;
+    if (p->kind == ARGS_PLAIN) {
+        kr_mp_put_array(sb, (uint32_t)p->n);
+        for (int i = 0; i < p->n && rc == 0; i++)
+            rc = encode_arg(p, KR_SR_PROTO_MSGPACK, p->first + i, sb);
+    } else {
+        kr_mp_put_array(sb, 1);
+        rc = envelope_msgpack(p, sb, (int64_t)kr_time_wall_ms());
+    }
+    kr_sr_mp_write_invocation_tail(sb, start);
+    return rc;
 }
 
 static int payload_encode(void *ud, int protocol, kr_sbuf_t *sb)
 {
     lua_payload_t *p = ud;
-    if (protocol != KR_SR_PROTO_JSON) {
-        p->err = "protocol not supported";
-        return KR_EINVAL;
-    }
-    kr_sr_json_write_invocation_head(sb, NULL, p->target);
+    if (protocol == KR_SR_PROTO_MSGPACK)
+        return payload_encode_msgpack(p, sb);
+    kr_sr_json_write_invocation_head(sb, p->id, p->target);
     kr_sbuf_putc(sb, '[');
     int rc = 0;
     if (p->kind == ARGS_PLAIN) {
         for (int i = 0; i < p->n && rc == 0; i++) {
             if (i)
                 kr_sbuf_putc(sb, ',');
-            rc = encode_arg(p, p->first + i, sb);
+            rc = encode_arg(p, KR_SR_PROTO_JSON, p->first + i, sb);
         }
     } else {
         /* Envelopes: ReceiveLog({level, message, timestamp}) and
@@ -209,7 +288,7 @@ static int payload_encode(void *ud, int protocol, kr_sbuf_t *sb)
             const char *m = lua_tolstring(p->L, p->first + 1, &len);
             kr_json_write_string(sb, m, len);
         } else {
-            rc = encode_arg(p, p->first + 1, sb);
+            rc = encode_arg(p, KR_SR_PROTO_JSON, p->first + 1, sb);
         }
         kr_sbuf_printf(sb, ",\"timestamp\":\"%s\"}", ts);
     }
@@ -283,7 +362,7 @@ static int l_send_log(lua_State *L)
                  level);
         return fail(L, "send_log", msg);
     }
-    lua_payload_t p = {L, "ReceiveLog", base, 2, ARGS_LOG, NULL};
+    lua_payload_t p = {L, "ReceiveLog", NULL, base, 2, ARGS_LOG, NULL};
     kr_sr_payload_t pl = {payload_encode, &p};
     unsigned n = 0;
     int err = kr_hub_send_all(hub, &pl, &n);
@@ -298,7 +377,7 @@ static int l_send_event(lua_State *L)
     lua_settop(L, base + 1);
     if (hub == NULL)
         return fail(L, "send_event", "no hub is defined (kr.hub)");
-    lua_payload_t p = {L, "ReceiveEvent", base, 2, ARGS_EVENT, NULL};
+    lua_payload_t p = {L, "ReceiveEvent", NULL, base, 2, ARGS_EVENT, NULL};
     kr_sr_payload_t pl = {payload_encode, &p};
     unsigned n = 0;
     int err = kr_hub_send_all(hub, &pl, &n);
@@ -317,7 +396,7 @@ static int send_generic(lua_State *L, to_e to, const char *fname)
     const char *method = luaL_checkstring(L, mi);
     if (hub == NULL)
         return fail(L, fname, "no hub is defined (kr.hub)");
-    lua_payload_t p = {L, method, mi + 1, lua_gettop(L) - mi, ARGS_PLAIN, NULL};
+    lua_payload_t p = {L, method, NULL, mi + 1, lua_gettop(L) - mi, ARGS_PLAIN, NULL};
     kr_sr_payload_t pl = {payload_encode, &p};
     unsigned n = 0;
     int err;
@@ -373,7 +452,7 @@ static int l_ctx_send(lua_State *L)
 {
     kr_sr_conn_t *c = check_ctx(L);
     const char *method = luaL_checkstring(L, 2);
-    lua_payload_t p = {L, method, 3, lua_gettop(L) - 2, ARGS_PLAIN, NULL};
+    lua_payload_t p = {L, method, NULL, 3, lua_gettop(L) - 2, ARGS_PLAIN, NULL};
     kr_sr_payload_t pl = {payload_encode, &p};
     int err = kr_sr_conn_send(c, &pl);
     if (err == KR_ECLOSED)
@@ -383,10 +462,43 @@ static int l_ctx_send(lua_State *L)
 
 /* ---- invocations, connect and disconnect (the hub's callbacks) -------------------------- */
 
+int kr__lua_hub_encode_invocation(lua_State *L, int protocol, const char *id, const char *target,
+                                  int first, int n, kr_sbuf_t *sb, const char **err)
+{
+    lua_payload_t p = {L, target, id, first, n, ARGS_PLAIN, NULL};
+    int rc = payload_encode(&p, protocol, sb);
+    *err = p.err;
+    return rc;
+}
+
+/* Ends the upload streams an invocation was given (the method is over). */
+void kr__lua_hub_close_uploads(kr_sr_conn_t *c, char **ids, unsigned n)
+{
+    for (unsigned i = 0; i < n; i++) {
+        kr_sr_upload_t *u = kr_sr_upload_find(c, ids[i]);
+        if (u != NULL)
+            kr_sr_upload_close(u);
+        kr_free(ids[i]);
+    }
+    kr_free(ids);
+}
+
+char **kr__lua_hub_copy_stream_ids(const kr_sr_msg_t *m)
+{
+    if (m->nstream_ids == 0)
+        return NULL;
+    char **ids = kr_malloc(m->nstream_ids * sizeof(*ids));
+    for (unsigned i = 0; i < m->nstream_ids; i++)
+        ids[i] = kr_strdup(m->stream_ids[i]);
+    return ids;
+}
+
 typedef struct invocation_s {
     kr_sr_conn_t *c;
     char *id;       /* NULL: fire-and-forget */
     char *method;
+    char **uploads; /* stream ids this invocation reads */
+    unsigned nuploads;
 } invocation_t;
 
 static void invocation_done(kr_fiber_t *f, kr_fiber_status_e status, void *ud)
@@ -394,13 +506,14 @@ static void invocation_done(kr_fiber_t *f, kr_fiber_status_e status, void *ud)
     invocation_t *inv = ud;
     kr_sr_conn_t *c = inv->c;
     const kr_hub_opts_t *o = kr_hub_opts(kr_sr_conn_hub(c));
+    kr__lua_hub_close_uploads(c, inv->uploads, inv->nuploads);
     if (status == KR_FIBER_OK) {
         kr_sbuf_t sb;
         kr_sbuf_init(&sb, 64);
         lua_State *co = f->co;
         int nres = lua_gettop(co);
         const char *err = NULL;
-        int rc = nres > 0 ? kr_json_encode(co, 1, &sb, NULL, &err) : 0;
+        int rc = nres > 0 ? kr__lua_hub_encode_value(co, 1, kr_sr_conn_protocol(c), &sb, &err) : 0;
         if (rc != 0) {
             KR_LOG(KR_LOG_ERROR, "hub", "%s: result of '%s' cannot be encoded: %s",
                    kr_hub_path(kr_sr_conn_hub(c)), inv->method, err);
@@ -420,16 +533,10 @@ static void invocation_done(kr_fiber_t *f, kr_fiber_status_e status, void *ud)
             KR_LOG(KR_LOG_ERROR, "hub", "%s: method '%s' failed: %s",
                    kr_hub_path(kr_sr_conn_hub(c)), inv->method, f->error);
         }
-        /* Detailed errors carry the first line of the Lua error (no traceback). */
-        const char *detail = f->error ? f->error : "cancelled";
-        size_t dlen = strcspn(detail, "\n");
-        if (o->detailed_errors)
-            snprintf(msg, sizeof(msg),
-                     "An unexpected error occurred invoking '%s' on the server. %.*s", inv->method,
-                     (int)(dlen > 400 ? 400 : dlen), detail);
-        else
-            snprintf(msg, sizeof(msg), "An unexpected error occurred invoking '%s' on the server.",
-                     inv->method);
+        char base[300];
+        snprintf(base, sizeof(base), "An unexpected error occurred invoking '%s' on the server.",
+                 inv->method);
+        kr__lua_hub_error_text(msg, sizeof(msg), base, o->detailed_errors, f->error);
         kr_sr_conn_complete(c, inv->id, NULL, 0, msg);
     }
     kr_sr_conn_unref(c);
@@ -438,22 +545,53 @@ static void invocation_done(kr_fiber_t *f, kr_fiber_status_e status, void *ud)
     kr_free(inv);
 }
 
+void kr__lua_hub_error_text(char *out, size_t outlen, const char *base, int detailed,
+                            const char *error)
+{
+    if (!detailed) {
+        snprintf(out, outlen, "%s", base);
+        return;
+    }
+    /* Detailed errors carry the first line of the Lua error (no traceback). */
+    const char *detail = error ? error : "cancelled";
+    size_t dlen = strcspn(detail, "\n");
+    snprintf(out, outlen, "%s %.*s", base, (int)(dlen > 400 ? 400 : dlen), detail);
+}
+
 /* Pushes each argument of an invocation; top-level nulls become nil. Returns the count or
  * -1 (nothing left pushed) when conversion failed. */
-static int push_arguments(lua_State *co, const cJSON *args)
+static int push_arguments(lua_State *co, const kr_sr_msg_t *m)
 {
-    int n = 0;
-    for (const cJSON *a = args ? args->child : NULL; a; a = a->next) {
+    unsigned n = kr_sr_msg_argc(m);
+    const cJSON *a = m->protocol == KR_SR_PROTO_JSON && m->arguments ? m->arguments->child : NULL;
+    for (unsigned i = 0; i < n; i++) {
         char err[96];
-        if (cJSON_IsNull(a)) {
-            lua_pushnil(co);
-        } else if (kr_json_push_cjson(co, a, NULL, err, sizeof(err)) != 0) {
-            lua_pop(co, n);
+        const void *node = a;
+        if (m->protocol == KR_SR_PROTO_MSGPACK)
+            node = &m->mp_arguments->via.array.ptr[i];
+        if (!lua_checkstack(co, 4) || kr__lua_hub_push_value(co, m, node, err, sizeof(err)) != 0) {
+            lua_pop(co, (int)i);
             return -1;
         }
-        n++;
+        if (a)
+            a = a->next;
     }
-    return n;
+    return (int)n;
+}
+
+/* Fails an invocation the app took but cannot run: an error Completion (a streaming one never
+ * touches the one-at-a-time slot), its upload streams closed. */
+static void refuse(kr_sr_conn_t *c, const kr_sr_msg_t *m, const char *msg)
+{
+    for (unsigned i = 0; i < m->nstream_ids; i++) {
+        kr_sr_upload_t *u = kr_sr_upload_find(c, m->stream_ids[i]);
+        if (u != NULL)
+            kr_sr_upload_close(u);
+    }
+    if (m->type == KR_SR_STREAM_INVOCATION)
+        kr__lua_hub_stream_fail(c, m->invocation_id, msg);
+    else
+        kr_sr_conn_complete(c, m->invocation_id, NULL, 0, msg);
 }
 
 static int hub_invoke(kr_hub_t *hub, kr_sr_conn_t *c, const kr_sr_msg_t *m, void *ud)
@@ -463,60 +601,83 @@ static int hub_invoke(kr_hub_t *hub, kr_sr_conn_t *c, const kr_sr_msg_t *m, void
     if (vm == NULL)
         return KR_ENOENT;
     lua_State *L = vm->L;
-    if (!push_handler(L, hub, "methods", m->target))
-        return KR_ENOENT;
-    /* The method's declared parameters (after ctx) must match, as .NET binds by position. */
+    int streaming = m->type == KR_SR_STREAM_INVOCATION;
+    char msg[300];
+    /* A method exists as a plain one or a stream; being called the other way is an error. */
+    if (!push_handler(L, hub, streaming ? "streams" : "methods", m->target)) {
+        if (!push_handler(L, hub, streaming ? "methods" : "streams", m->target))
+            return KR_ENOENT;
+        lua_pop(L, 1);
+        snprintf(msg, sizeof(msg),
+                 streaming ? "The client attempted to invoke the non-streaming '%s' method with a "
+                             "streaming invocation."
+                           : "The client attempted to invoke the streaming '%s' method with a "
+                             "non-streaming invocation.",
+                 m->target);
+        refuse(c, m, msg);
+        return 0;
+    }
+    /* The declared parameters (after ctx, and emit for streams) must match the arguments plus
+     * the upload streams, as .NET binds by position. */
     lua_Debug ar;
     lua_pushvalue(L, -1);
     lua_getinfo(L, ">u", &ar);
-    int given = cJSON_GetArraySize(m->arguments);
-    if (!ar.isvararg && given != (int)ar.nparams - 1) {
+    int fixed = streaming ? 2 : 1;
+    int given = (int)kr_sr_msg_argc(m) + (int)m->nstream_ids;
+    if (!ar.isvararg && given != (int)ar.nparams - fixed) {
         lua_pop(L, 1);
-        char msg[300];
         const kr_hub_opts_t *o = kr_hub_opts(hub);
         if (o->detailed_errors)
             snprintf(msg, sizeof(msg),
                      "Failed to invoke '%s' due to an error on the server. InvalidDataException: "
                      "Invocation provides %d argument(s) but target expects %d.",
-                     m->target, given, ar.nparams > 0 ? ar.nparams - 1 : 0);
+                     m->target, given, ar.nparams > fixed ? ar.nparams - fixed : 0);
         else
             snprintf(msg, sizeof(msg), "Failed to invoke '%s' due to an error on the server.",
                      m->target);
-        kr_sr_conn_complete(c, m->invocation_id, NULL, 0, msg);
+        refuse(c, m, msg);
         return 0;
     }
     /* Arguments are converted before the fiber exists, so a failure has nothing to undo. */
+    int base = lua_gettop(L); /* the method */
     push_ctx(L, c);
-    int n = push_arguments(L, m->arguments);
+    if (streaming)
+        lua_pushnil(L); /* emit: set by kr__lua_hub_start_stream */
+    int n = push_arguments(L, m);
     if (n < 0) {
-        lua_pop(L, 2);
-        char msg[300];
+        lua_settop(L, base - 1);
         snprintf(msg, sizeof(msg), "Failed to invoke '%s' due to an error on the server.",
                  m->target);
-        kr_sr_conn_complete(c, m->invocation_id, NULL, 0, msg);
+        refuse(c, m, msg);
         return 0;
     }
+    for (unsigned i = 0; i < m->nstream_ids; i++)
+        kr__lua_push_upload(L, c, m->stream_ids[i]);
+    int nargs = lua_gettop(L) - base; /* ctx [emit] args... uploads... */
+    if (streaming)
+        return kr__lua_hub_start_stream(vm, c, m, base, nargs);
     invocation_t *inv = kr_calloc(1, sizeof(*inv));
     inv->c = c;
     inv->id = m->invocation_id ? kr_strdup(m->invocation_id) : NULL;
     inv->method = kr_strdup(m->target);
     kr_fiber_t *f = kr_fiber_new(vm, "hub method", invocation_done, inv);
     if (f == NULL) {
-        lua_pop(L, n + 2);
+        lua_settop(L, base - 1);
         KR_LOG(KR_LOG_WARN, "hub", "%s: '%s' refused: too many fibers", kr_hub_path(hub),
                m->target);
-        char msg[300];
         snprintf(msg, sizeof(msg), "An unexpected error occurred invoking '%s' on the server.",
                  m->target);
-        kr_sr_conn_complete(c, inv->id, NULL, 0, msg);
         kr_free(inv->id);
         kr_free(inv->method);
         kr_free(inv);
+        refuse(c, m, msg);
         return 0;
     }
+    inv->uploads = kr__lua_hub_copy_stream_ids(m);
+    inv->nuploads = m->nstream_ids;
     kr_sr_conn_ref(c);
-    lua_xmove(L, f->co, n + 2); /* method ctx args... */
-    f->nargs = n + 1;
+    lua_xmove(L, f->co, nargs + 1); /* method ctx args... */
+    f->nargs = nargs;
     kr_fiber_start(f);
     return 0;
 }
@@ -659,7 +820,9 @@ static void read_opts(lua_State *L, int t, kr_hub_opts_t *o)
     static const char *const known[] = {
         "keepalive_ms", "client_timeout_ms", "handshake_timeout_ms", "disconnect_timeout_ms",
         "max_message_bytes", "transports", "protocols", "stateful_reconnect", "detailed_errors",
-        "builtins", "authorize", "max_queued_invocations", "poll_timeout_ms", NULL};
+        "builtins", "authorize", "max_queued_invocations", "poll_timeout_ms",
+        "stream_buffer_capacity", "max_streams", "client_result_timeout_ms",
+        "stateful_buffer_bytes", NULL};
     lua_pushnil(L);
     while (lua_next(L, t)) {
         lua_pop(L, 1);
@@ -682,11 +845,20 @@ static void read_opts(lua_State *L, int t, kr_hub_opts_t *o)
     o->transports = opt_list(L, t, "transports", o->transports, tnames, tbits, 3,
                              KR_SR_TRANSPORT_WS | KR_SR_TRANSPORT_SSE | KR_SR_TRANSPORT_LP);
     o->poll_timeout_ms = opt_ms(L, t, "poll_timeout_ms", o->poll_timeout_ms);
-    o->protocols = opt_list(L, t, "protocols", o->protocols, pnames, pbits, 2, KR_SR_PROTO_JSON);
+    o->protocols = opt_list(L, t, "protocols", o->protocols, pnames, pbits, 2,
+                            KR_SR_PROTO_JSON | KR_SR_PROTO_MSGPACK);
+    o->stream_buffer_capacity =
+        (unsigned)opt_ms(L, t, "stream_buffer_capacity", o->stream_buffer_capacity);
+    if (o->stream_buffer_capacity == 0)
+        luaL_error(L, "kr.hub: stream_buffer_capacity must be at least 1");
+    o->max_streams = (unsigned)opt_ms(L, t, "max_streams", o->max_streams);
+    o->client_result_timeout_ms =
+        opt_ms(L, t, "client_result_timeout_ms", o->client_result_timeout_ms);
+    o->stateful_buffer_bytes =
+        (size_t)opt_ms(L, t, "stateful_buffer_bytes", o->stateful_buffer_bytes);
     o->detailed_errors = opt_bool(L, t, "detailed_errors", o->detailed_errors);
     o->builtins = opt_bool(L, t, "builtins", o->builtins);
-    if (opt_bool(L, t, "stateful_reconnect", 0))
-        luaL_error(L, "kr.hub: stateful_reconnect is not supported yet");
+    o->stateful_reconnect = opt_bool(L, t, "stateful_reconnect", o->stateful_reconnect);
     if (lua_getfield(L, t, "authorize") != LUA_TNIL && lua_toboolean(L, -1))
         luaL_error(L, "kr.hub: authorize is not supported yet");
     lua_pop(L, 1);
@@ -727,6 +899,8 @@ static int l_kr_hub(lua_State *L)
     lua_createtable(L, 0, 3);
     lua_newtable(L);
     lua_setfield(L, -2, "methods");
+    lua_newtable(L);
+    lua_setfield(L, -2, "streams");
     hub_box_t *box = lua_newuserdatauv(L, sizeof(*box), 0);
     box->hub = NULL;
     luaL_setmetatable(L, HUB_MT);
@@ -749,7 +923,9 @@ static int l_kr_hub(lua_State *L)
     return 1;
 }
 
-static int l_hub_on(lua_State *L)
+/* hub:on and hub:stream: registers fn under the lower-cased name in handlers[field]. A name
+ * is either a plain method or a stream, never both. */
+static int define_method(lua_State *L, const char *field, const char *other, const char *fname)
 {
     kr_hub_t *hub = check_hub(L);
     size_t len;
@@ -757,22 +933,37 @@ static int l_hub_on(lua_State *L)
     luaL_checktype(L, 3, LUA_TFUNCTION);
     kr_vm_t *vm = VM_UPVALUE(L);
     if (!vm->loading)
-        return luaL_error(L, "hub:on may only be called while the scripts load");
+        return luaL_error(L, "%s may only be called while the scripts load", fname);
     luaL_argcheck(L, len > 0 && len < 256, 2, "method name must be 1..255 bytes");
     if (!push_handlers(L, hub))
-        return luaL_error(L, "hub:on: this hub belongs to another generation");
-    lua_getfield(L, -1, "methods");
+        return luaL_error(L, "%s: this hub belongs to another generation", fname);
     char lower[256];
     for (size_t i = 0; i <= len; i++)
         lower[i] = (char)((name[i] >= 'A' && name[i] <= 'Z') ? name[i] + 32 : name[i]);
+    lua_getfield(L, -1, other);
     if (lua_getfield(L, -1, lower) != LUA_TNIL)
-        return luaL_error(L, "hub:on: method '%s' is defined twice (names are case-insensitive)",
-                          name);
+        return luaL_error(L, "%s: method '%s' is defined twice (names are case-insensitive)",
+                          fname, name);
+    lua_pop(L, 2);
+    lua_getfield(L, -1, field);
+    if (lua_getfield(L, -1, lower) != LUA_TNIL)
+        return luaL_error(L, "%s: method '%s' is defined twice (names are case-insensitive)",
+                          fname, name);
     lua_pop(L, 1);
     lua_pushvalue(L, 3);
     lua_setfield(L, -2, lower);
     lua_settop(L, 1);
     return 1;
+}
+
+static int l_hub_on(lua_State *L)
+{
+    return define_method(L, "methods", "streams", "hub:on");
+}
+
+static int l_hub_stream(lua_State *L)
+{
+    return define_method(L, "streams", "methods", "hub:stream");
 }
 
 static int set_conn_handler(lua_State *L, const char *field)
@@ -912,6 +1103,7 @@ static const luaL_Reg kr_hub_funcs[] = {
 
 static const luaL_Reg hub_methods[] = {
     {"on", l_hub_on},
+    {"stream", l_hub_stream},
     {"on_connected", l_hub_on_connected},
     {"on_disconnected", l_hub_on_disconnected},
     {"send_log", l_send_log},
@@ -929,6 +1121,7 @@ static const luaL_Reg ctx_methods[] = {
     {"join", l_ctx_join},
     {"leave", l_ctx_leave},
     {"send", l_ctx_send},
+    {"invoke", kr__lua_ctx_invoke},
     {NULL, NULL},
 };
 
@@ -954,4 +1147,5 @@ void kr__lua_open_hub(lua_State *L, kr_vm_t *vm)
     lua_pushcfunction(L, l_ctx_gc);
     lua_setfield(L, -2, "__gc");
     lua_pop(L, 1);
+    kr__lua_open_hub_calls(L);
 }

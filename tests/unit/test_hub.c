@@ -1371,6 +1371,11 @@ TEST(invocation_queue_backpressure)
     o.held = NULL;
     kr_sr_conn_complete(held, o.held_id, NULL, 0, NULL);
     kr_sr_conn_unref(held);
+    /* The queued ones ran at once; reading resumes at the next loop turn (never inside the
+     * completing caller's stack). */
+    ASSERT_EQ(o.calls, 3);
+    ASSERT_EQ(a->c->want_read, 0);
+    uv_run(&fx.loop, UV_RUN_NOWAIT);
     ASSERT_EQ(o.calls, 4);
     ASSERT_EQ(a->c->want_read, 1);
     EXPECT_TEXT(a, "{\"type\":3,\"invocationId\":\"1\",\"result\":null}" RS
@@ -1527,12 +1532,15 @@ TEST(binary_frame_after_json_handshake)
 }
 
 /* A client of a binary protocol (MessagePack) sends its handshake in a binary frame; the
- * server must read it and answer that the protocol is not supported, as ASP.NET Core does
- * (the handshake is read from the transport whatever the frame type). */
+ * server must read it and answer, here that the protocol is not enabled on this hub, as
+ * ASP.NET Core does (the handshake is read from the transport whatever the frame type). */
 TEST(binary_handshake_is_answered)
 {
     fx_t fx;
-    fx_init(&fx);
+    kr_hub_opts_t opts;
+    kr_hub_opts_default(&opts);
+    opts.protocols = KR_SR_PROTO_JSON;
+    fx_init_app(&fx, &opts, NULL, NULL);
     client_t *a = client_new(&fx);
     client_negotiate(a);
     client_upgrade(a);

@@ -152,15 +152,15 @@ TEST(invocation_stream_ids)
              "\"streamIds\":[\"1\",\"2\"]}",
              &m);
     ASSERT_NOT_NULL(m.stream_ids);
-    ASSERT_EQ(cJSON_GetArraySize(m.stream_ids), 2);
-    ASSERT_STR_EQ(cJSON_GetArrayItem(m.stream_ids, 1)->valuestring, "2");
+    ASSERT_EQ(m.nstream_ids, 2);
+    ASSERT_STR_EQ(m.stream_ids[1], "2");
     kr_sr_msg_dispose(&m);
     parse_ok("{\"type\":1,\"target\":\"Sum\",\"arguments\":[],\"streamIds\":null}", &m);
     ASSERT_NULL(m.stream_ids);
     kr_sr_msg_dispose(&m);
     parse_ok("{\"type\":1,\"target\":\"Sum\",\"arguments\":[],\"streamIds\":[]}", &m);
-    ASSERT_NOT_NULL(m.stream_ids);
-    ASSERT_EQ(cJSON_GetArraySize(m.stream_ids), 0);
+    ASSERT_NULL(m.stream_ids); /* an empty list is no list */
+    ASSERT_EQ(m.nstream_ids, 0);
     kr_sr_msg_dispose(&m);
     ASSERT_EQ(cjson_live, 0);
 }
@@ -179,7 +179,7 @@ TEST(stream_invocation)
              "\"invocationId\":\"2\"}",
              &m);
     ASSERT_EQ(m.type, KR_SR_STREAM_INVOCATION);
-    ASSERT_EQ(cJSON_GetArraySize(m.stream_ids), 1);
+    ASSERT_EQ(m.nstream_ids, 1);
     kr_sr_msg_dispose(&m);
     ASSERT_EQ(cjson_live, 0);
 }
