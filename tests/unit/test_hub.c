@@ -409,6 +409,20 @@ static void client_upgrade(client_t *cl)
     kr_outq_consume(&cl->c->outq, cl->c->outq.bytes);
 }
 
+/* Stateful reconnect: a new socket for the same connection; only the 101 is consumed. */
+static void client_reattach(client_t *cl)
+{
+    cl->c = fx_conn(cl->fx);
+    char req[512];
+    int n = snprintf(req, sizeof(req), upgrade_fmt, cl->token);
+    ASSERT_EQ(kr__conn_feed(cl->c, req, (size_t)n), (size_t)n);
+    size_t len = copy_output(cl->c, resp, sizeof(resp));
+    ASSERT_EQ(status_of(resp), 101);
+    const char *end = memmem(resp, len, "\r\n\r\n", 4);
+    ASSERT_NOT_NULL(end);
+    kr_outq_consume(&cl->c->outq, (size_t)(end + 4 - resp));
+}
+
 /* Negotiates, upgrades and completes the JSON handshake. */
 static client_t *client_connect(fx_t *fx)
 {
@@ -1979,6 +1993,404 @@ TEST(options)
     fx_done(&fx);
 }
 
+/* ---- streams and client results in flight (kr_sr_calls.c) -------------------------------- */
+
+typedef struct calls_app_s {
+    kr_sr_conn_t *held;      /* the invocation taken and not completed */
+    char held_id[32];
+    char streams[4][32];     /* the stream ids it named */
+    unsigned nstreams;
+    int cancels;             /* server-stream cancel callbacks */
+    int results;             /* client-result callbacks */
+    char result_text[256];   /* the result (JSON) or "error: ..." */
+} calls_app_t;
+
+static int calls_invoke(kr_hub_t *hub, kr_sr_conn_t *c, const kr_sr_msg_t *m, void *ud)
+{
+    calls_app_t *a = ud;
+    KR_UNUSED(hub);
+    if (strcmp(m->target, "Upload") == 0) {
+        a->held = c;
+        kr_sr_conn_ref(c);
+        snprintf(a->held_id, sizeof(a->held_id), "%s", m->invocation_id ? m->invocation_id : "");
+        a->nstreams = m->nstream_ids;
+        for (unsigned i = 0; i < m->nstream_ids && i < 4; i++)
+            snprintf(a->streams[i], sizeof(a->streams[i]), "%s", m->stream_ids[i]);
+        return 0;
+    }
+    if (strcmp(m->target, "Ticks") == 0 && m->type == KR_SR_STREAM_INVOCATION) {
+        ASSERT_OK(kr_sr_stream_begin(c, m->invocation_id, NULL, NULL));
+        return 0;
+    }
+    return KR_ENOENT;
+}
+
+static void count_cancel(kr_sr_conn_t *c, void *ud)
+{
+    KR_UNUSED(c);
+    ((calls_app_t *)ud)->cancels++;
+}
+
+static void take_result(kr_sr_conn_t *c, const kr_sr_msg_t *m, const char *error, void *ud)
+{
+    calls_app_t *a = ud;
+    KR_UNUSED(c);
+    a->results++;
+    if (error) {
+        snprintf(a->result_text, sizeof(a->result_text), "error: %s", error);
+        return;
+    }
+    char *t = m->has_result ? cJSON_PrintUnformatted(m->result) : NULL;
+    snprintf(a->result_text, sizeof(a->result_text), "%s", t ? t : "(none)");
+    cJSON_free(t);
+}
+
+static void stream_item(client_t *cl, const char *id, const char *item)
+{
+    char m[256];
+    snprintf(m, sizeof(m), "{\"type\":2,\"invocationId\":\"%s\",\"item\":%s}" RS, id, item);
+    send_text(cl, m);
+}
+
+/* Takes the next item of upload u as JSON text ("(end)", "(end: error)" or "(none)"). */
+static const char *upload_take(kr_sr_upload_t *u)
+{
+    static char out[128];
+    kr_sr_msg_t item;
+    const char *error = NULL;
+    int rc = kr_sr_upload_next(u, &item, &error);
+    if (rc == 0)
+        return "(none)";
+    if (rc < 0) {
+        snprintf(out, sizeof(out), error ? "(end: %s)" : "(end)", error);
+        return out;
+    }
+    char *t = cJSON_PrintUnformatted(item.item);
+    snprintf(out, sizeof(out), "%s", t);
+    cJSON_free(t);
+    kr_sr_msg_dispose(&item);
+    return out;
+}
+
+static int woken;
+static void on_woken(void *ud)
+{
+    KR_UNUSED(ud);
+    woken++;
+}
+
+TEST(upload_streams)
+{
+    fx_t fx;
+    calls_app_t a = {0};
+    kr_hub_app_t app = {.invoke = calls_invoke};
+    kr_hub_opts_t opts;
+    kr_hub_opts_default(&opts);
+    opts.stream_buffer_capacity = 3;
+    fx_init_app(&fx, &opts, &app, &a);
+    client_t *cl = client_connect(&fx);
+
+    send_text(cl, "{\"type\":1,\"invocationId\":\"0\",\"target\":\"Upload\",\"arguments\":[],"
+                  "\"streamIds\":[\"1\",\"2\"]}" RS);
+    ASSERT_EQ(a.nstreams, 2);
+    kr_sr_upload_t *u1 = kr_sr_upload_find(a.held, "1");
+    kr_sr_upload_t *u2 = kr_sr_upload_find(a.held, "2");
+    ASSERT_NOT_NULL(u1);
+    ASSERT_NOT_NULL(u2);
+    ASSERT_STR_EQ(upload_take(u1), "(none)");
+    woken = 0;
+    kr_sr_upload_wait(u1, on_woken, &a);
+    stream_item(cl, "1", "10");
+    ASSERT_EQ(woken, 1); /* once per wait */
+    stream_item(cl, "1", "null");
+    ASSERT_EQ(woken, 1);
+    stream_item(cl, "9", "\"unknown id: ignored\"");
+    ASSERT_STR_EQ(upload_take(u1), "10");
+    ASSERT_STR_EQ(upload_take(u1), "null");
+    ASSERT_EQ(kr_hub_connection_count(fx.hub), 1);
+
+    /* Capacity: a full buffer stops reading; taking an item resumes it at the next turn. */
+    stream_item(cl, "2", "1");
+    stream_item(cl, "2", "2");
+    ASSERT_EQ(cl->c->want_read, 1);
+    stream_item(cl, "2", "3");
+    ASSERT_EQ(cl->c->want_read, 0);
+    ASSERT_STR_EQ(upload_take(u2), "1");
+    uv_run(&fx.loop, UV_RUN_NOWAIT);
+    ASSERT_EQ(cl->c->want_read, 1);
+    ASSERT_STR_EQ(upload_take(u2), "2");
+    stream_item(cl, "2", "4");
+    ASSERT_STR_EQ(upload_take(u2), "3");
+    ASSERT_STR_EQ(upload_take(u2), "4");
+
+    /* Completion, with and without an error; items after it are ignored. */
+    send_text(cl, "{\"type\":3,\"invocationId\":\"1\"}" RS
+                  "{\"type\":3,\"invocationId\":\"2\",\"error\":\"client gave up\"}" RS);
+    stream_item(cl, "1", "99");
+    ASSERT_STR_EQ(upload_take(u1), "(end)");
+    ASSERT_STR_EQ(upload_take(u2), "(end: client gave up)");
+
+    /* A stream id still open cannot be reused by another invocation. */
+    send_text(cl, "{\"type\":1,\"invocationId\":\"5\",\"target\":\"Upload\",\"arguments\":[],"
+                  "\"streamIds\":[\"1\"]}" RS);
+    EXPECT_TEXT(cl, "{\"type\":3,\"invocationId\":\"5\",\"error\":\"Invocation ID '1' is "
+                    "already in use.\"}" RS);
+    kr_sr_upload_close(u1);
+    kr_sr_upload_close(u2);
+    ASSERT_NULL(kr_sr_upload_find(a.held, "1"));
+    kr_sr_conn_complete(a.held, a.held_id, "7", 1, NULL);
+    EXPECT_TEXT(cl, "{\"type\":3,\"invocationId\":\"0\",\"result\":7}" RS);
+
+    /* An unknown method closes the streams it named; the connection ending ends open ones. */
+    send_text(cl, "{\"type\":1,\"invocationId\":\"6\",\"target\":\"Nope\",\"arguments\":[],"
+                  "\"streamIds\":[\"3\"]}" RS);
+    EXPECT_TEXT(cl, "{\"type\":3,\"invocationId\":\"6\",\"error\":\"Unknown hub method "
+                    "'Nope'\"}" RS);
+    ASSERT_NULL(kr_sr_upload_find(a.held, "3"));
+    kr_sr_conn_t *held = a.held;
+    send_text(cl, "{\"type\":1,\"invocationId\":\"7\",\"target\":\"Upload\",\"arguments\":[],"
+                  "\"streamIds\":[\"4\"]}" RS);
+    ASSERT(a.held == held);
+    kr_sr_conn_unref(held); /* the second Upload took another reference */
+    kr_sr_upload_t *u4 = kr_sr_upload_find(held, "4");
+    ASSERT_NOT_NULL(u4);
+    woken = 0;
+    kr_sr_upload_wait(u4, on_woken, &a);
+    kr_conn_close(cl->c, NULL);
+    ASSERT_EQ(woken, 1);
+    ASSERT_STR_EQ(upload_take(u4), "(end: The connection closed before the stream completed.)");
+    kr_sr_upload_close(u4);
+    kr_sr_conn_unref(held);
+    fx_done(&fx);
+}
+
+TEST(server_stream_cancel)
+{
+    fx_t fx;
+    calls_app_t a = {0};
+    kr_hub_app_t app = {.invoke = calls_invoke};
+    fx_init_app(&fx, NULL, &app, &a);
+    client_t *cl = client_connect(&fx);
+    kr_sr_conn_t *c = sr_of(cl);
+
+    ASSERT_OK(kr_sr_stream_begin(c, "s1", count_cancel, &a));
+    ASSERT_EQ(kr_sr_stream_begin(c, "s1", count_cancel, &a), KR_EEXIST);
+    ASSERT_OK(kr_sr_stream_begin(c, "s2", count_cancel, &a));
+    send_text(cl, "{\"type\":5,\"invocationId\":\"s1\"}" RS);
+    ASSERT_EQ(a.cancels, 1);
+    send_text(cl, "{\"type\":5,\"invocationId\":\"s1\"}" RS); /* already gone: ignored */
+    ASSERT_EQ(a.cancels, 1);
+    kr_sr_stream_end(c, "s2");
+    send_text(cl, "{\"type\":5,\"invocationId\":\"s2\"}" RS);
+    ASSERT_EQ(a.cancels, 1);
+    EXPECT_NOTHING(cl);
+
+    /* Streaming invocations run beside a busy one-at-a-time invocation. */
+    send_text(cl, "{\"type\":1,\"invocationId\":\"0\",\"target\":\"Upload\",\"arguments\":[]}" RS);
+    send_text(cl,
+              "{\"type\":4,\"invocationId\":\"1\",\"target\":\"Ticks\",\"arguments\":[]}" RS);
+    ASSERT_EQ(kr_sr_stream_begin(c, "1", NULL, NULL), KR_EEXIST); /* the app took it */
+    /* A plain method called as a stream (the built-in Echo) is refused. */
+    send_text(cl, "{\"type\":4,\"invocationId\":\"2\",\"target\":\"Echo\",\"arguments\":[\"x\"]}" RS);
+    EXPECT_TEXT(cl, "{\"type\":3,\"invocationId\":\"2\",\"error\":\"The client attempted to "
+                    "invoke the non-streaming 'Echo' method with a streaming invocation.\"}" RS);
+
+    ASSERT_OK(kr_sr_stream_begin(c, "s3", count_cancel, &a));
+    kr_conn_close(cl->c, NULL); /* the connection ending cancels what runs */
+    ASSERT_EQ(a.cancels, 2);
+    ASSERT_EQ(kr_sr_stream_begin(c, "s4", count_cancel, &a), KR_ECLOSED);
+    kr_sr_conn_complete(a.held, a.held_id, NULL, 0, NULL);
+    kr_sr_conn_unref(a.held);
+    fx_done(&fx);
+}
+
+/* Sends Invocation(id, "GetName") to the client the way the Lua layer does. */
+static void ask_client(kr_sr_conn_t *c, const char *id)
+{
+    kr_sbuf_t sb;
+    kr_sbuf_init(&sb, 64);
+    kr_sr_json_write_invocation_head(&sb, id, "GetName");
+    kr_sbuf_puts(&sb, "[]");
+    kr_sr_json_write_tail(&sb);
+    ASSERT_OK(kr_sr_conn_send_encoded(c, &sb, 1));
+}
+
+TEST(client_results)
+{
+    fx_t fx;
+    calls_app_t a = {0};
+    kr_hub_app_t app = {.invoke = calls_invoke};
+    kr_hub_opts_t opts;
+    kr_hub_opts_default(&opts);
+    opts.max_queued_invocations = 1;
+    fx_init_app(&fx, &opts, &app, &a);
+    client_t *cl = client_connect(&fx);
+    kr_sr_conn_t *c = sr_of(cl);
+    char id[24], id2[24];
+
+    /* A hub method (busy) asks its caller for a result. */
+    send_text(cl, "{\"type\":1,\"invocationId\":\"0\",\"target\":\"Upload\",\"arguments\":[]}" RS);
+    ASSERT_EQ(cl->c->want_read, 1);
+    ASSERT_OK(kr_sr_result_expect(c, id, 30000, take_result, &a));
+    ASSERT_EQ(cl->c->want_read, 1);
+    ASSERT_STR_EQ(id, "s1");
+    ask_client(c, id);
+    EXPECT_TEXT(cl, "{\"type\":1,\"invocationId\":\"s1\",\"target\":\"GetName\",\"arguments\":[]}" RS);
+    /* The queue fills (one waiting), yet reading goes on for the Completion; a further
+     * invocation is refused rather than queued without bound. */
+    send_text(cl, "{\"type\":1,\"invocationId\":\"1\",\"target\":\"Echo\",\"arguments\":[\"q\"]}" RS
+                  "{\"type\":1,\"invocationId\":\"2\",\"target\":\"Echo\",\"arguments\":[\"r\"]}" RS);
+    ASSERT_EQ(cl->c->want_read, 1);
+    EXPECT_TEXT(cl, "{\"type\":3,\"invocationId\":\"2\",\"error\":\"Failed to invoke 'Echo': too "
+                    "many invocations are waiting for this connection.\"}" RS);
+    send_text(cl, "{\"type\":3,\"invocationId\":\"s1\",\"result\":{\"name\":\"bob\"}}" RS);
+    ASSERT_EQ(a.results, 1);
+    ASSERT_STR_EQ(a.result_text, "{\"name\":\"bob\"}");
+    ASSERT_EQ(cl->c->want_read, 0); /* nothing awaited now, and the queue is full */
+    kr_sr_conn_complete(a.held, a.held_id, NULL, 0, NULL);
+    EXPECT_TEXT(cl, VOID_COMPLETION("0") ECHOED("q") VOID_COMPLETION("1"));
+    kr_sr_conn_unref(a.held);
+    uv_run(&fx.loop, UV_RUN_NOWAIT);
+    ASSERT_EQ(cl->c->want_read, 1);
+
+    /* The client's error; a late second Completion for the same id is ignored. */
+    ASSERT_OK(kr_sr_result_expect(c, id, 30000, take_result, &a));
+    send_text(cl, "{\"type\":3,\"invocationId\":\"s2\",\"error\":\"Client didn't provide a "
+                  "result.\"}" RS
+                  "{\"type\":3,\"invocationId\":\"s2\",\"result\":1}" RS);
+    ASSERT_EQ(a.results, 2);
+    ASSERT_STR_EQ(a.result_text, "error: Client didn't provide a result.");
+
+    /* Forgotten (the waiter went away): no callback. Timed out: the error. */
+    ASSERT_OK(kr_sr_result_expect(c, id, 30000, take_result, &a));
+    kr_sr_result_forget(c, id);
+    send_text(cl, "{\"type\":3,\"invocationId\":\"s3\",\"result\":1}" RS);
+    ASSERT_EQ(a.results, 2);
+    ASSERT_OK(kr_sr_result_expect(c, id, 50, take_result, &a));
+    run_for(&fx, 1200); /* the hub's tick checks deadlines at least every second */
+    ASSERT_EQ(a.results, 3);
+    ASSERT_STR_EQ(a.result_text, "error: Timed out waiting for the client's result.");
+
+    /* The connection ending fails what is awaited; a closed connection refuses new ones. */
+    ASSERT_OK(kr_sr_result_expect(c, id, 30000, take_result, &a));
+    ASSERT_OK(kr_sr_result_expect(c, id2, 30000, take_result, &a));
+    kr_sr_conn_ref(c);
+    kr_conn_close(cl->c, NULL);
+    ASSERT_EQ(a.results, 5);
+    ASSERT_STR_EQ(a.result_text,
+                  "error: The connection closed before the client returned a result.");
+    ASSERT_EQ(kr_sr_result_expect(c, id, 30000, take_result, &a), KR_ECLOSED);
+    kr_sr_conn_unref(c);
+    fx_done(&fx);
+}
+
+/* ---- stateful reconnect ------------------------------------------------------------------- */
+
+static int tick_n;
+static int encode_tick_n(void *ud, int protocol, kr_sbuf_t *sb)
+{
+    KR_UNUSED(ud);
+    KR_UNUSED(protocol);
+    kr_sr_json_write_invocation_head(sb, NULL, "T");
+    kr_sbuf_printf(sb, "[%d]", ++tick_n);
+    kr_sr_json_write_tail(sb);
+    return 0;
+}
+
+#define T_MSG(n) "{\"type\":1,\"target\":\"T\",\"arguments\":[" #n "]}" RS
+
+TEST(stateful_reconnect)
+{
+    fx_t fx;
+    kr_hub_opts_t opts;
+    kr_hub_opts_default(&opts);
+    opts.stateful_buffer_bytes = 200; /* about four T messages */
+    fx_init_app(&fx, &opts, NULL, NULL);
+
+    /* Offered only to a client that asks. */
+    cJSON *j = negotiate_json(&fx, "?negotiateVersion=1");
+    ASSERT_NULL(cJSON_GetObjectItemCaseSensitive(j, "useStatefulReconnect"));
+    cJSON_Delete(j);
+    client_t *cl = client_new(&fx);
+    j = negotiate_json(&fx, "?negotiateVersion=1&useStatefulReconnect=true");
+    ASSERT(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "useStatefulReconnect")));
+    snprintf(cl->id, sizeof(cl->id), "%s", json_str(j, "connectionId"));
+    snprintf(cl->token, sizeof(cl->token), "%s", json_str(j, "connectionToken"));
+    cJSON_Delete(j);
+    client_upgrade(cl);
+    send_text(cl, "{\"protocol\":\"json\",\"version\":2}" RS);
+    EXPECT_TEXT(cl, "{}" RS);
+
+    kr_sr_payload_t p = {encode_tick_n, NULL};
+    tick_n = 0;
+    for (int i = 0; i < 3; i++)
+        ASSERT_OK(kr_hub_send_all(fx.hub, &p, NULL));
+    EXPECT_TEXT(cl, T_MSG(1) T_MSG(2) T_MSG(3));
+    send_text(cl, "{\"type\":8,\"sequenceId\":1}" RS); /* 1 acknowledged: 2 and 3 kept */
+
+    /* The socket drops without a close: the logical connection waits. */
+    kr_conn_close(cl->c, NULL);
+    ASSERT_EQ(kr_hub_connection_count(fx.hub), 1);
+    for (int i = 0; i < 4; i++) /* 4..7: 4 and 5 fit in the buffer, 6 and 7 wait */
+        ASSERT_OK(kr_hub_send_all(fx.hub, &p, NULL));
+
+    /* Back on a new socket, no handshake: Sequence(2), then everything unacknowledged. */
+    client_reattach(cl);
+    EXPECT_TEXT(cl, "{\"type\":9,\"sequenceId\":2}" RS T_MSG(2) T_MSG(3) T_MSG(4) T_MSG(5));
+    send_text(cl, "{\"type\":8,\"sequenceId\":5}" RS); /* room again: 6 and 7 go out */
+    EXPECT_TEXT(cl, T_MSG(6) T_MSG(7));
+
+    /* The client replays too: Sequence, then messages; those already processed are dropped. */
+    send_text(cl, "{\"type\":1,\"invocationId\":\"a\",\"target\":\"Echo\",\"arguments\":[\"1\"]}" RS);
+    EXPECT_TEXT(cl, ECHOED("1") VOID_COMPLETION("a"));
+    kr_conn_close(cl->c, NULL);
+    client_reattach(cl);
+    EXPECT_TEXT(cl, "{\"type\":9,\"sequenceId\":6}" RS T_MSG(6) T_MSG(7) ECHOED("1")
+                        VOID_COMPLETION("a"));
+    send_text(cl, "{\"type\":9,\"sequenceId\":1}" RS "{\"type\":8,\"sequenceId\":9}" RS
+                  "{\"type\":1,\"invocationId\":\"a\",\"target\":\"Echo\",\"arguments\":[\"1\"]}" RS
+                  "{\"type\":1,\"invocationId\":\"b\",\"target\":\"Echo\",\"arguments\":[\"2\"]}" RS);
+    EXPECT_TEXT(cl, ECHOED("2") VOID_COMPLETION("b"));
+    /* A Sequence beyond what was received is a protocol error. */
+    send_text(cl, "{\"type\":9,\"sequenceId\":9}" RS);
+    frame_t f[8];
+    unsigned n = take_frames(cl->c, f, 8);
+    ASSERT(n >= 2);
+    ASSERT_EQ(f[n - 1].opcode, KR_WS_OP_CLOSE);
+    fx_done(&fx);
+}
+
+TEST(stateful_reconnect_timeout)
+{
+    fx_t fx;
+    kr_hub_opts_t opts;
+    kr_hub_opts_default(&opts);
+    opts.disconnect_timeout_ms = 100;
+    fx_init_app(&fx, &opts, NULL, NULL);
+    client_t *cl = client_new(&fx);
+    cJSON *j = negotiate_json(&fx, "?negotiateVersion=1&useStatefulReconnect=true");
+    snprintf(cl->id, sizeof(cl->id), "%s", json_str(j, "connectionId"));
+    snprintf(cl->token, sizeof(cl->token), "%s", json_str(j, "connectionToken"));
+    cJSON_Delete(j);
+    client_upgrade(cl);
+    send_text(cl, "{\"protocol\":\"json\",\"version\":2}" RS);
+    EXPECT_TEXT(cl, "{}" RS);
+    kr_conn_close(cl->c, NULL);
+    ASSERT_EQ(kr_hub_connection_count(fx.hub), 1);
+    run_for(&fx, 1300); /* the tick runs at least once a second */
+    ASSERT_EQ(kr_hub_connection_count(fx.hub), 0);
+    ASSERT_NULL(kr_hub_find(fx.hub, cl->id, strlen(cl->id)));
+
+    /* Stateful reconnect switched off on the hub: never offered. */
+    kr_hub_opts_t off = opts;
+    off.stateful_reconnect = 0;
+    kr_hub_set_opts(fx.hub, &off);
+    j = negotiate_json(&fx, "?negotiateVersion=1&useStatefulReconnect=true");
+    ASSERT_NULL(cJSON_GetObjectItemCaseSensitive(j, "useStatefulReconnect"));
+    cJSON_Delete(j);
+    fx_done(&fx);
+}
+
 KR_TEST_MAIN(KR_TEST_ENTRY(negotiate), KR_TEST_ENTRY(upgrade_errors), KR_TEST_ENTRY(handshake),
              KR_TEST_ENTRY(builtins), KR_TEST_ENTRY(builtins_disabled),
              KR_TEST_ENTRY(broadcast_all_shares_one_buffer),
@@ -1992,4 +2404,6 @@ KR_TEST_MAIN(KR_TEST_ENTRY(negotiate), KR_TEST_ENTRY(upgrade_errors), KR_TEST_EN
              KR_TEST_ENTRY(stream_invocation_and_group_limits), KR_TEST_ENTRY(groups_against_model),
              KR_TEST_ENTRY(slow_consumer_in_broadcast), KR_TEST_ENTRY(timer_keepalive_and_timeouts),
              KR_TEST_ENTRY(timer_client_timeout), KR_TEST_ENTRY(app_callbacks),
-             KR_TEST_ENTRY(options))
+             KR_TEST_ENTRY(options), KR_TEST_ENTRY(upload_streams),
+             KR_TEST_ENTRY(server_stream_cancel), KR_TEST_ENTRY(client_results),
+             KR_TEST_ENTRY(stateful_reconnect), KR_TEST_ENTRY(stateful_reconnect_timeout))
