@@ -264,8 +264,11 @@ static int upload_next(lua_State *L, int status, lua_KContext kctx)
         return 1;
     }
     if (rc < 0) {
-        if (error != NULL)
-            return luaL_error(L, "%s", error);
+        if (error != NULL) {
+            /* The client's text as is (no Lua position prefix: it did not happen here). */
+            lua_pushstring(L, error);
+            return lua_error(L);
+        }
         return 0;
     }
     kr_fiber_t *f = kr_fiber_current(L);
