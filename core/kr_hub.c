@@ -1090,10 +1090,11 @@ static long next_record(const kr_sr_conn_t *c, const char *data, size_t len, con
 {
     if (c->state == SR_CONNECTED && c->protocol == KR_SR_PROTO_MSGPACK) {
         size_t off = 0;
+        *rec_len = 0;
         long used = kr_sr_mp_next_record(data, len, &off, rec_len);
         if (used > 0)
             *rec = data + off;
-        return used;
+        return used; /* 0 with *rec_len set: the prefix announced a length, the body is partial */
     }
     size_t used = kr_sr_json_next_record(data, len, rec_len);
     *rec = data;
@@ -1146,7 +1147,9 @@ static void process_input(kr_sr_conn_t *c)
             break;
         }
         if (used == 0) {
-            if (len - off > hub->opts.max_message_bytes + 5)
+            /* Incomplete: refuse as soon as the record is known to be too large, rather than
+             * buffering up to what a length prefix announces. */
+            if (len - off > hub->opts.max_message_bytes + 5 || rec_len > hub->opts.max_message_bytes)
                 too_large(c);
             break;
         }

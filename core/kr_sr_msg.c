@@ -36,7 +36,7 @@ int kr_sr_msg_arg_string(const kr_sr_msg_t *m, unsigned i, const char **s, size_
         const msgpack_object *o = &m->mp_arguments->via.array.ptr[i];
         if (o->type != MSGPACK_OBJECT_STR)
             return 0;
-        *s = o->via.str.ptr;
+        *s = o->via.str.size > 0 ? o->via.str.ptr : ""; /* msgpack-c leaves "" as NULL */
         *len = o->via.str.size;
         return 1;
     }

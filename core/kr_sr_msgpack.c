@@ -20,12 +20,12 @@ _Static_assert(KR_SR_MP_MAX_DEPTH <= MSGPACK_EMBED_STACK_SIZE,
                "msgpack-c cannot decode what the prescan lets through");
 
 #define VARINT_MAX 5
-#define RECORD_MAX 0x7fffffffu       /* 2^31-1: the largest length the clients accept */
-#define STREAM_IDS_MAX 1024          /* as the JSON codec: more is not a real client */
-#define TS_EXT_TYPE (-1)             /* the timestamp extension */
+#define RECORD_MAX 0x7fffffffu        /* 2^31-1: the largest length the clients accept */
+#define STREAM_IDS_MAX 1024           /* as the JSON codec: more is not a real client */
+#define TS_EXT_TYPE (-1)              /* the timestamp extension */
 #define TS64_MAX_SECONDS (1ull << 34) /* timestamp 64 keeps seconds in 34 bits */
 
-/* ---- framing ----------------------------------------------------------------------------- */
+/* ---- framing --------------------------------------------------------------------------------- */
 
 long kr_sr_mp_next_record(const char *data, size_t len, size_t *body_off, size_t *body_len)
 {
@@ -46,14 +46,14 @@ long kr_sr_mp_next_record(const char *data, size_t len, size_t *body_off, size_t
     if (n > RECORD_MAX) /* unreachable with the 5th byte <= 7; kept as the rule itself */
         return -1;
     i++; /* prefix length */
+    *body_off = i;
+    *body_len = (size_t)n; /* set even when the body is incomplete: see the header */
     if (len - i < n)
         return 0;
-    *body_off = i;
-    *body_len = (size_t)n;
     return (long)(i + n);
 }
 
-/* ---- prescan ----------------------------------------------------------------------------- */
+/* ---- prescan --------------------------------------------------------------------------------- */
 
 static uint64_t read_be(const uint8_t *p, size_t n)
 {
@@ -72,73 +72,95 @@ typedef struct head_s {
     int container;
 } head_t;
 
+enum { SCALAR, BYTES, EXT, ARRAY, MAP };
+
+/* First bytes 0xc4..0xdf: the width of the big-endian length or count after the type byte
+ * and what it counts, or the fixed payload of a scalar. The other first bytes are fix forms
+ * (fixint, fixstr, fixarray, fixmap), nil, the booleans and the reserved 0xc1. */
+static const struct {
+    uint8_t field;
+    uint8_t kind;
+    uint8_t payload;
+} head_rules[0xe0] = {
+    /* clang-format off */
+    [0xc4] = {1, BYTES, 0}, /* bin 8/16/32 */
+    [0xc5] = {2, BYTES, 0},
+    [0xc6] = {4, BYTES, 0},
+    [0xc7] = {1, EXT, 0}, /* ext 8/16/32 */
+    [0xc8] = {2, EXT, 0},
+    [0xc9] = {4, EXT, 0},
+    [0xca] = {0, SCALAR, 4}, /* float 32/64 */
+    [0xcb] = {0, SCALAR, 8},
+    [0xcc] = {0, SCALAR, 1}, /* uint 8/16/32/64 */
+    [0xcd] = {0, SCALAR, 2},
+    [0xce] = {0, SCALAR, 4},
+    [0xcf] = {0, SCALAR, 8},
+    [0xd0] = {0, SCALAR, 1}, /* int 8/16/32/64 */
+    [0xd1] = {0, SCALAR, 2},
+    [0xd2] = {0, SCALAR, 4},
+    [0xd3] = {0, SCALAR, 8},
+    [0xd4] = {0, SCALAR, 2}, /* fixext 1/2/4/8/16: the type byte and the data */
+    [0xd5] = {0, SCALAR, 3},
+    [0xd6] = {0, SCALAR, 5},
+    [0xd7] = {0, SCALAR, 9},
+    [0xd8] = {0, SCALAR, 17},
+    [0xd9] = {1, BYTES, 0}, /* str 8/16/32 */
+    [0xda] = {2, BYTES, 0},
+    [0xdb] = {4, BYTES, 0},
+    [0xdc] = {2, ARRAY, 0}, /* array 16/32 */
+    [0xdd] = {4, ARRAY, 0},
+    [0xde] = {2, MAP, 0}, /* map 16/32 */
+    [0xdf] = {4, MAP, 0},
+    /* clang-format on */
+};
+
 /* Reads the header of the value at p (left >= 1 bytes) and checks that what it declares fits
  * in the bytes left. */
 static const char *read_head(const uint8_t *p, size_t left, head_t *h)
 {
     uint8_t b = p[0];
-    size_t field = 0; /* width of a big-endian length or count after the type byte */
-    int kind = 0;     /* 0 scalar, 1 str/bin, 2 ext, 3 array, 4 map */
+    int kind = SCALAR;
+    uint64_t n = 0;
 
     memset(h, 0, sizeof(*h));
     h->header = 1;
-    if (b <= 0x7f || b >= 0xe0 || b == 0xc0 || b == 0xc2 || b == 0xc3)
-        return NULL; /* fixint, nil, booleans */
-    if (b >= 0xa0 && b <= 0xbf) {
-        h->payload = b & 0x1f;
-        kind = 1;
+    if (b == 0xc1)
+        return "reserved byte 0xc1";
+    if (b >= 0x80 && b <= 0x8f) {
+        kind = MAP;
+        n = b & 0x0f;
     } else if (b >= 0x90 && b <= 0x9f) {
-        h->container = 1;
-        h->children = b & 0x0f;
-    } else if (b >= 0x80 && b <= 0x8f) {
-        h->container = 1;
-        h->children = (uint64_t)(b & 0x0f) * 2;
-    } else {
-        switch (b) {
-        case 0xc1:
-            return "reserved byte 0xc1";
-        case 0xc4: case 0xd9: field = 1; kind = 1; break; /* bin8, str8 */
-        case 0xc5: case 0xda: field = 2; kind = 1; break;
-        case 0xc6: case 0xdb: field = 4; kind = 1; break;
-        case 0xc7: field = 1; kind = 2; break; /* ext8/16/32 */
-        case 0xc8: field = 2; kind = 2; break;
-        case 0xc9: field = 4; kind = 2; break;
-        case 0xca: h->payload = 4; break; /* float32 */
-        case 0xcb: h->payload = 8; break;
-        case 0xcc: case 0xd0: h->payload = 1; break;
-        case 0xcd: case 0xd1: h->payload = 2; break;
-        case 0xce: case 0xd2: h->payload = 4; break;
-        case 0xcf: case 0xd3: h->payload = 8; break;
-        case 0xd4: h->payload = 2; break; /* fixext 1..16: type byte + data */
-        case 0xd5: h->payload = 3; break;
-        case 0xd6: h->payload = 5; break;
-        case 0xd7: h->payload = 9; break;
-        case 0xd8: h->payload = 17; break;
-        case 0xdc: field = 2; kind = 3; break;
-        case 0xdd: field = 4; kind = 3; break;
-        case 0xde: field = 2; kind = 4; break;
-        default: /* 0xdf */ field = 4; kind = 4; break;
-        }
-    }
-    if (field > 0) {
-        uint64_t n;
+        kind = ARRAY;
+        n = b & 0x0f;
+    } else if (b >= 0xa0 && b <= 0xbf) {
+        kind = BYTES;
+        n = b & 0x1f;
+    } else if (b >= 0xc4 && b <= 0xdf) {
+        size_t field = head_rules[b].field;
+        kind = head_rules[b].kind;
+        h->payload = head_rules[b].payload;
         if (left - 1 < field)
             return "truncated value";
         n = read_be(p + 1, field);
         h->header += field;
-        if (kind == 1) {
-            h->payload = n;
-        } else if (kind == 2) {
-            h->payload = n + 1; /* the extension type byte */
-        } else {
-            h->container = 1;
-            h->children = kind == 4 ? n * 2 : n;
-        }
     }
-    if (h->header > left)
-        return "truncated value";
+    switch (kind) {
+    case BYTES:
+        h->payload = n;
+        break;
+    case EXT:
+        h->payload = n + 1; /* the extension type byte */
+        break;
+    case ARRAY:
+    case MAP:
+        h->container = 1;
+        h->children = kind == MAP ? n * 2 : n;
+        break;
+    default:
+        break;
+    }
     if (h->payload > left - h->header)
-        return kind == 0 ? "truncated value" : "declared length exceeds the message";
+        return kind == SCALAR ? "truncated value" : "declared length exceeds the message";
     /* Every element takes at least one byte. */
     if (h->children > left - h->header)
         return "declared count exceeds the message";
@@ -191,7 +213,7 @@ int kr_sr_mp_prescan(const char *data, size_t len, int max_depth, const char **e
     return 0;
 }
 
-/* ---- parse ------------------------------------------------------------------------------- */
+/* ---- parse ----------------------------------------------------------------------------------- */
 
 /* Zone memory: an allocation failure aborts, as kr_malloc does. */
 static void *zone_alloc(msgpack_zone *z, size_t n)
@@ -210,7 +232,8 @@ static int is_str(const msgpack_object *o)
 static const char *zone_cstr(msgpack_zone *z, const msgpack_object *o)
 {
     char *s = zone_alloc(z, (size_t)o->via.str.size + 1);
-    memcpy(s, o->via.str.ptr, o->via.str.size);
+    if (o->via.str.size > 0) /* msgpack-c leaves ptr NULL for an empty string */
+        memcpy(s, o->via.str.ptr, o->via.str.size);
     s[o->via.str.size] = '\0';
     return s;
 }
@@ -475,7 +498,7 @@ fail:
     return KR_EPROTO;
 }
 
-/* ---- value writer ------------------------------------------------------------------------ */
+/* ---- value writer ---------------------------------------------------------------------------- */
 
 /* The n low bytes of v, big-endian. */
 static void put_bytes(kr_sbuf_t *sb, uint64_t v, size_t n)
@@ -590,8 +613,7 @@ void kr_mp_put_map(kr_sbuf_t *sb, uint32_t n)
 /* An extension header: fixext when the size is 1, 2, 4, 8 or 16, else ext 8/16/32. */
 static void put_ext_header(kr_sbuf_t *sb, int8_t type, uint32_t size)
 {
-    static const uint8_t fixext[17] = {[1] = 0xd4, [2] = 0xd5, [4] = 0xd6, [8] = 0xd7,
-                                       [16] = 0xd8};
+    static const uint8_t fixext[17] = {[1] = 0xd4, [2] = 0xd5, [4] = 0xd6, [8] = 0xd7, [16] = 0xd8};
     if (size <= 16 && fixext[size] != 0)
         kr_sbuf_putc(sb, (char)fixext[size]);
     else
@@ -669,7 +691,7 @@ void kr_mp_put_object(kr_sbuf_t *sb, const msgpack_object *o)
     }
 }
 
-/* ---- record encoders --------------------------------------------------------------------- */
+/* ---- record encoders ------------------------------------------------------------------------- */
 
 size_t kr_sr_mp_begin(kr_sbuf_t *sb)
 {
@@ -760,8 +782,7 @@ void kr_sr_mp_write_completion_empty(kr_sbuf_t *sb, const char *invocation_id)
     kr_sr_mp_end(sb, start);
 }
 
-size_t kr_sr_mp_write_invocation_head(kr_sbuf_t *sb, const char *invocation_id,
-                                      const char *target)
+size_t kr_sr_mp_write_invocation_head(kr_sbuf_t *sb, const char *invocation_id, const char *target)
 {
     size_t start;
     KR_ASSERT(target != NULL);

@@ -34,7 +34,9 @@
  * VarInt prefix and *body_len to the body's length and returns the bytes to consume
  * (prefix + body); returns 0 when more bytes are needed; returns -1 for a malformed prefix
  * (more than 5 bytes, a 5th byte above 7, or a length above 2^31-1). A zero-length body is
- * a record (callers skip it). */
+ * a record (callers skip it). When it returns 0 with the whole prefix received, *body_off and
+ * *body_len are set too, so a caller can refuse a record larger than its receive limit
+ * before buffering it; when the prefix itself is incomplete they are untouched. */
 long kr_sr_mp_next_record(const char *data, size_t len, size_t *body_off, size_t *body_len);
 
 /* Whether data[0..len) is exactly one well-formed msgpack value whose declared lengths all
@@ -83,14 +85,15 @@ void kr_sr_mp_write_ping(kr_sbuf_t *sb);
 /* [7, error|nil, allowReconnect] (.NET's 3-element form) */
 void kr_sr_mp_write_close(kr_sbuf_t *sb, const char *error, int allow_reconnect);
 /* Completion with a result already encoded as one msgpack value: [3, {}, id, 3, result];
- * result NULL writes nil (what .NET sends for a void method); with error non-NULL:
- * [3, {}, id, 1, error]. */
+ * result NULL (or result_len 0) writes nil (what .NET sends for a void method); with error
+ * non-NULL: [3, {}, id, 1, error]. */
 void kr_sr_mp_write_completion(kr_sbuf_t *sb, const char *invocation_id, const char *result_mp,
                                size_t result_len, const char *error);
 /* [3, {}, id, 2]: the end of a server stream (no result). */
 void kr_sr_mp_write_completion_empty(kr_sbuf_t *sb, const char *invocation_id);
-/* Invocation in steps: begin, head writes [1, {}, id|nil, target, (6 elements; the caller
- * appends the arguments array next), tail appends the empty streamIds array [] and ends. */
+/* Invocation in steps: begin, head writes [1, {}, id|nil, target, (6 elements; nil when the
+ * id is NULL or ""; the caller appends the arguments array next), tail appends the empty
+ * streamIds array [] and ends. */
 size_t kr_sr_mp_write_invocation_head(kr_sbuf_t *sb, const char *invocation_id,
                                       const char *target);
 void kr_sr_mp_write_invocation_tail(kr_sbuf_t *sb, size_t start);

@@ -37,7 +37,7 @@ static int opts_depth(const kr_json_opts_t *opts)
     return d > KR_JSON_DEPTH_LIMIT ? KR_JSON_DEPTH_LIMIT : d;
 }
 
-/* ---- encode ---------------------------------------------------------------------------- */
+/* ---- encode ---------------------------------------------------------------------------------- */
 
 typedef struct enc_s {
     lua_State *L;
@@ -73,8 +73,8 @@ static lua_Unsigned count_entries(lua_State *L, int idx, lua_Unsigned n, int *se
     while (lua_next(L, idx)) {
         lua_Integer k;
         lua_pop(L, 1);
-        if (in_range && (!lua_isinteger(L, -1) || (k = lua_tointeger(L, -1)) < 1 ||
-                         (lua_Unsigned)k > n))
+        if (in_range &&
+            (!lua_isinteger(L, -1) || (k = lua_tointeger(L, -1)) < 1 || (lua_Unsigned)k > n))
             in_range = 0;
         count++;
     }
@@ -212,8 +212,7 @@ static int encode_value(enc_t *e, int idx, int depth)
     }
 }
 
-int kr_mp_encode(lua_State *L, int idx, kr_sbuf_t *sb, const kr_json_opts_t *opts,
-                 const char **err)
+int kr_mp_encode(lua_State *L, int idx, kr_sbuf_t *sb, const kr_json_opts_t *opts, const char **err)
 {
     const void *path_local[KR_JSON_DEFAULT_MAX_DEPTH];
     int top = lua_gettop(L);
@@ -242,7 +241,7 @@ done:
     return rc;
 }
 
-/* ---- decode ---------------------------------------------------------------------------- */
+/* ---- decode ---------------------------------------------------------------------------------- */
 
 typedef struct dec_s {
     const msgpack_object *root;

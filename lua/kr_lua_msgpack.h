@@ -11,8 +11,11 @@
  * - Decoding: nil -> nil at the top level and kr.json.null inside containers; bin -> string;
  *   float32/64 -> float; positive integers above INT64_MAX -> float; the timestamp extension
  *   (type -1, a .NET DateTime or a JS Date) -> the ISO-8601 UTC string kr.now() writes
- *   ("2025-10-11T21:30:00.123Z"); any other extension -> an error. Map keys may be strings or
- *   integers; other key types are an error. Arrays get the array marker.
+ *   ("2025-10-11T21:30:00.123Z"); any other extension -> an error. Map keys may be strings
+ *   (str or bin) or integers; other key types are an error. Arrays get the array marker.
+ * - Encoding table keys: strings follow the string rule above; integer keys are written as
+ *   decimal strings, as kr.json writes them, so a table reaches a client the same way in
+ *   both protocols (and decodes back with string keys in both).
  * Encoding never raises and leaves the stack as it found it; decoding never raises either
  * (conversion runs under lua_pcall, like kr_json_push_cjson).
  */

@@ -2391,6 +2391,39 @@ TEST(stateful_reconnect_timeout)
     fx_done(&fx);
 }
 
+/* A MessagePack client announcing a record larger than max_message_bytes is refused as soon as
+ * the length prefix arrives, not after buffering what it announced. */
+TEST(msgpack_oversize_prefix)
+{
+    fx_t fx;
+    fx_init(&fx);
+    client_t *cl = client_new(&fx);
+    client_negotiate(cl);
+    client_upgrade(cl);
+    send_text(cl, "{\"protocol\":\"messagepack\",\"version\":1}" RS);
+    frame_t f[8];
+    unsigned n = take_frames(cl->c, f, 8);
+    ASSERT_EQ(n, 1);
+    ASSERT_EQ(f[0].opcode, KR_WS_OP_BINARY); /* the JSON handshake reply, in a binary frame */
+    ASSERT_EQ(f[0].len, 3);
+    ASSERT_EQ(memcmp(f[0].p, "{}" RS, 3), 0);
+    /* Ping ([6]) works; then VarInt 1,000,000 followed by 3 bytes of an array. */
+    const uint8_t ping[] = {0x02, 0x91, 0x06};
+    send_frame(cl, FIN | KR_WS_OP_BINARY, ping, sizeof(ping));
+    EXPECT_NOTHING(cl);
+    const uint8_t big[] = {0xc0, 0x84, 0x3d, 0x96, 0x01, 0x80};
+    send_frame(cl, FIN | KR_WS_OP_BINARY, big, sizeof(big));
+    n = take_frames(cl->c, f, 8);
+    ASSERT_EQ(n, 2);
+    ASSERT_EQ(f[0].opcode, KR_WS_OP_BINARY);
+    /* [7, "Connection closed with an error.", true], framed */
+    static const char close_msg[] = "\x25\x93\x07\xd9\x20" "Connection closed with an error.\xc3";
+    ASSERT_EQ(f[0].len, sizeof(close_msg) - 1);
+    ASSERT_EQ(memcmp(f[0].p, close_msg, f[0].len), 0);
+    ASSERT_EQ(f[1].opcode, KR_WS_OP_CLOSE);
+    fx_done(&fx);
+}
+
 KR_TEST_MAIN(KR_TEST_ENTRY(negotiate), KR_TEST_ENTRY(upgrade_errors), KR_TEST_ENTRY(handshake),
              KR_TEST_ENTRY(builtins), KR_TEST_ENTRY(builtins_disabled),
              KR_TEST_ENTRY(broadcast_all_shares_one_buffer),
@@ -2406,4 +2439,5 @@ KR_TEST_MAIN(KR_TEST_ENTRY(negotiate), KR_TEST_ENTRY(upgrade_errors), KR_TEST_EN
              KR_TEST_ENTRY(timer_client_timeout), KR_TEST_ENTRY(app_callbacks),
              KR_TEST_ENTRY(options), KR_TEST_ENTRY(upload_streams),
              KR_TEST_ENTRY(server_stream_cancel), KR_TEST_ENTRY(client_results),
-             KR_TEST_ENTRY(stateful_reconnect), KR_TEST_ENTRY(stateful_reconnect_timeout))
+             KR_TEST_ENTRY(stateful_reconnect), KR_TEST_ENTRY(stateful_reconnect_timeout),
+             KR_TEST_ENTRY(msgpack_oversize_prefix))

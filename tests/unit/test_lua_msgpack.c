@@ -24,7 +24,7 @@
 #define LEAK_CHECK() ((void)0)
 #endif
 
-/* ---- helpers ----------------------------------------------------------------------------- */
+/* ---- helpers --------------------------------------------------------------------------------- */
 
 static char *unhex(const char *hex, size_t *len)
 {
@@ -178,7 +178,7 @@ static void run(lua_State *L, const char *chunk)
     lua_settop(L, 0);
 }
 
-/* ---- encode ------------------------------------------------------------------------------ */
+/* ---- encode ---------------------------------------------------------------------------------- */
 
 TEST(encode_scalars)
 {
@@ -227,16 +227,16 @@ TEST(encode_strings)
     lua_State *L = new_state();
     run(L, "assert(mp.encode('') == 'a0')\n"
            "assert(mp.encode('abc') == 'a3616263')\n"
-           "assert(mp.encode('\\xc3\\xa9') == 'a2c3a9')\n"            /* é */
+           "assert(mp.encode('\\xc3\\xa9') == 'a2c3a9')\n" /* é */
            "assert(mp.encode(('x'):rep(31)):sub(1, 2) == 'bf')\n"
            "assert(mp.encode(('x'):rep(32)):sub(1, 4) == 'd920')\n"
            "assert(mp.encode(('x'):rep(256)):sub(1, 6) == 'da0100')\n"
            "assert(mp.encode(('x'):rep(65536)):sub(1, 10) == 'db00010000')\n"
-           "assert(mp.encode('a\\0b') == 'a3610062')\n"              /* NUL is valid UTF-8 */
+           "assert(mp.encode('a\\0b') == 'a3610062')\n" /* NUL is valid UTF-8 */
            /* not UTF-8: bin */
            "assert(mp.encode('\\xff') == 'c401ff')\n"
-           "assert(mp.encode('\\xc3') == 'c401c3')\n"                /* cut short */
-           "assert(mp.encode('\\xed\\xa0\\x80') == 'c403eda080')\n"  /* a surrogate */
+           "assert(mp.encode('\\xc3') == 'c401c3')\n"               /* cut short */
+           "assert(mp.encode('\\xed\\xa0\\x80') == 'c403eda080')\n" /* a surrogate */
            "assert(mp.encode(('\\xff'):rep(256)):sub(1, 6) == 'c50100')\n");
     finish(L);
 }
@@ -352,7 +352,7 @@ TEST(c_encode_stack_and_appends)
     finish(L);
 }
 
-/* ---- decode ------------------------------------------------------------------------------ */
+/* ---- decode ---------------------------------------------------------------------------------- */
 
 TEST(decode_values)
 {
@@ -515,7 +515,7 @@ TEST(decode_depth_limit)
     finish(L);
 }
 
-/* ---- round trips ------------------------------------------------------------------------- */
+/* ---- round trips ----------------------------------------------------------------------------- */
 
 TEST(round_trip)
 {
@@ -555,7 +555,7 @@ TEST(round_trip)
     finish(L);
 }
 
-/* ---- memory cap -------------------------------------------------------------------------- */
+/* ---- memory cap ------------------------------------------------------------------------------ */
 
 typedef struct capped_s {
     size_t used, limit;

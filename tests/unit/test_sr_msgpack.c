@@ -14,7 +14,7 @@
 
 #include "kr_test.h"
 
-/* ---- helpers ----------------------------------------------------------------------------- */
+/* ---- helpers --------------------------------------------------------------------------------- */
 
 /* Decodes hex (spaces allowed) into a malloc'd exact-size block; returns it and sets *len. */
 static char *unhex(const char *hex, size_t *len)
@@ -56,8 +56,7 @@ static char *to_hex(const char *p, size_t len)
     do {                                                                                           \
         size_t want_len_;                                                                          \
         char *want_ = unhex((hex), &want_len_);                                                    \
-        if (kr_sbuf_len(sb) != want_len_ ||                                                        \
-            memcmp(kr_sbuf_data(sb), want_, want_len_) != 0)                                       \
+        if (kr_sbuf_len(sb) != want_len_ || memcmp(kr_sbuf_data(sb), want_, want_len_) != 0)       \
             KR_TEST_FAIL("wrote %s, want %s", to_hex(kr_sbuf_data(sb), kr_sbuf_len(sb)), (hex));   \
         free(want_);                                                                               \
     } while (0)
@@ -139,7 +138,7 @@ static int str_is(const msgpack_object *o, const char *s)
            memcmp(o->via.str.ptr, s, o->via.str.size) == 0;
 }
 
-/* ---- framing ----------------------------------------------------------------------------- */
+/* ---- framing --------------------------------------------------------------------------------- */
 
 static long next(const char *hex, size_t *off, size_t *blen)
 {
@@ -156,8 +155,16 @@ TEST(framing)
     char big[16384 + 3];
 
     ASSERT_EQ(next("", &off, &blen), 0);
-    ASSERT_EQ(next("02 91", &off, &blen), 0); /* body incomplete */
+    ASSERT_EQ(next("80", &off, &blen), 0); /* prefix incomplete: nothing reported */
     ASSERT_EQ(off, 99);
+    ASSERT_EQ(blen, 99);
+    /* body incomplete: the declared length is reported, so a caller can refuse it early */
+    ASSERT_EQ(next("ff ff ff ff 07", &off, &blen), 0);
+    ASSERT_EQ(off, 5);
+    ASSERT_EQ(blen, 0x7fffffff);
+    ASSERT_EQ(next("02 91", &off, &blen), 0);
+    ASSERT_EQ(off, 1);
+    ASSERT_EQ(blen, 2);
     ASSERT_EQ(next("02 91 06", &off, &blen), 3);
     ASSERT_EQ(off, 1);
     ASSERT_EQ(blen, 2);
@@ -201,7 +208,7 @@ TEST(framing)
     ASSERT_EQ(next("ff ff ff ff ff", &off, &blen), -1);
 }
 
-/* ---- prescan ----------------------------------------------------------------------------- */
+/* ---- prescan --------------------------------------------------------------------------------- */
 
 TEST(prescan_accepts_every_type)
 {
@@ -304,7 +311,7 @@ TEST(prescan_depth)
     ASSERT_STR_EQ(prescan(nested(1000, "c0"), 100000), "nesting too deep");
 }
 
-/* ---- parse: the JS client's records --------------------------------------------------------- */
+/* ---- parse: the JS client's records ---------------------------------------------------------- */
 
 TEST(js_invocation)
 {
@@ -453,7 +460,7 @@ TEST(js_values_reencode)
     kr_sr_msg_dispose(&m);
 }
 
-/* ---- parse: the layouts .NET writes ----------------------------------------------------------- */
+/* ---- parse: the layouts .NET writes ---------------------------------------------------------- */
 
 TEST(dotnet_layouts)
 {
@@ -736,7 +743,7 @@ TEST(errors_other_types)
     ASSERT_ERR("93 07 c0 c0", "\"allowReconnect\" is not a boolean");
 }
 
-/* ---- value writer ----------------------------------------------------------------------------- */
+/* ---- value writer ---------------------------------------------------------------------------- */
 
 TEST(write_integers)
 {
@@ -890,7 +897,7 @@ TEST(put_object_every_type)
     kr_sr_msg_dispose(&m);
 }
 
-/* ---- record encoders ------------------------------------------------------------------------ */
+/* ---- record encoders ------------------------------------------------------------------------- */
 
 TEST(write_records_exact_bytes)
 {
@@ -978,8 +985,8 @@ TEST(records_append_and_prefix_lengths)
         kr_sr_mp_end(&sb, start);
         size_t prefix = sizes[i] < 128 ? 1 : sizes[i] < 16384 ? 2 : sizes[i] < 2097152 ? 3 : 4;
         ASSERT_EQ(kr_sbuf_len(&sb), before + prefix + sizes[i]);
-        ASSERT_EQ(kr_sr_mp_next_record(kr_sbuf_data(&sb) + before, kr_sbuf_len(&sb) - before,
-                                       &off, &blen),
+        ASSERT_EQ(kr_sr_mp_next_record(kr_sbuf_data(&sb) + before, kr_sbuf_len(&sb) - before, &off,
+                                       &blen),
                   (long)(prefix + sizes[i]));
         ASSERT_EQ(off, prefix);
         ASSERT_EQ(blen, sizes[i]);
@@ -990,7 +997,7 @@ TEST(records_append_and_prefix_lengths)
     kr_sbuf_dispose(&sb);
 }
 
-/* ---- round trips ------------------------------------------------------------------------------ */
+/* ---- round trips ----------------------------------------------------------------------------- */
 
 /* Parses the single record in sb. */
 static void parse_written(const kr_sbuf_t *sb, kr_sr_msg_t *m)
@@ -1101,15 +1108,15 @@ TEST(message_owns_its_memory)
 }
 
 KR_TEST_MAIN(KR_TEST_ENTRY(framing), KR_TEST_ENTRY(prescan_accepts_every_type),
-             KR_TEST_ENTRY(prescan_rejects_declared_sizes), KR_TEST_ENTRY(prescan_rejects_malformed),
-             KR_TEST_ENTRY(prescan_depth), KR_TEST_ENTRY(js_invocation),
-             KR_TEST_ENTRY(js_other_messages), KR_TEST_ENTRY(js_values_reencode),
-             KR_TEST_ENTRY(dotnet_layouts), KR_TEST_ENTRY(sequence_widths),
-             KR_TEST_ENTRY(extra_elements_ignored), KR_TEST_ENTRY(unknown_type),
-             KR_TEST_ENTRY(errors_message_shape), KR_TEST_ENTRY(nesting_at_the_limit),
-             KR_TEST_ENTRY(errors_too_few_elements), KR_TEST_ENTRY(errors_headers),
-             KR_TEST_ENTRY(errors_invocation), KR_TEST_ENTRY(nul_bytes_in_names),
-             KR_TEST_ENTRY(stream_ids_limit),
+             KR_TEST_ENTRY(prescan_rejects_declared_sizes),
+             KR_TEST_ENTRY(prescan_rejects_malformed), KR_TEST_ENTRY(prescan_depth),
+             KR_TEST_ENTRY(js_invocation), KR_TEST_ENTRY(js_other_messages),
+             KR_TEST_ENTRY(js_values_reencode), KR_TEST_ENTRY(dotnet_layouts),
+             KR_TEST_ENTRY(sequence_widths), KR_TEST_ENTRY(extra_elements_ignored),
+             KR_TEST_ENTRY(unknown_type), KR_TEST_ENTRY(errors_message_shape),
+             KR_TEST_ENTRY(nesting_at_the_limit), KR_TEST_ENTRY(errors_too_few_elements),
+             KR_TEST_ENTRY(errors_headers), KR_TEST_ENTRY(errors_invocation),
+             KR_TEST_ENTRY(nul_bytes_in_names), KR_TEST_ENTRY(stream_ids_limit),
              KR_TEST_ENTRY(errors_other_types), KR_TEST_ENTRY(write_integers),
              KR_TEST_ENTRY(write_lengths), KR_TEST_ENTRY(write_timestamps),
              KR_TEST_ENTRY(put_object_every_type), KR_TEST_ENTRY(write_records_exact_bytes),
