@@ -1571,20 +1571,29 @@ static void ws_options(const kr_hub_t *hub, kr_ws_opts_t *wo)
     wo->hard_limit = hub->opts.hard_limit;
 }
 
-static void start_websocket(kr_hub_t *hub, kr_http_req_t *req, kr_sr_conn_t *c)
+/* Checks the upgrade request (answering it on failure) and switches the connection to
+ * WebSocket for c; NULL when that did not happen. */
+static kr_ws_t *accept_websocket(kr_hub_t *hub, kr_http_req_t *req, kr_sr_conn_t *c)
 {
     int status = kr_ws_check_upgrade(req);
     if (status != 0) {
         kr_ws_reject(req, status);
-        return;
+        return NULL;
     }
     kr_ws_opts_t wo;
     ws_options(hub, &wo);
-    if (c == NULL)
+    return kr_ws_accept(req, &ws_handler, c, &wo);
+}
+
+static void start_websocket(kr_hub_t *hub, kr_http_req_t *req, kr_sr_conn_t *c)
+{
+    int fresh = c == NULL;
+    if (fresh)
         c = conn_new(hub, 0); /* skipNegotiation */
-    kr_ws_t *ws = kr_ws_accept(req, &ws_handler, c, &wo);
+    kr_ws_t *ws = accept_websocket(hub, req, c);
     if (ws == NULL) {
-        conn_finish(c);
+        if (fresh)
+            conn_finish(c);
         return;
     }
     c->ws = ws;
@@ -1599,13 +1608,9 @@ static void start_websocket(kr_hub_t *hub, kr_http_req_t *req, kr_sr_conn_t *c)
  * unacknowledged, in order; the client does the same the other way. */
 static void reattach_websocket(kr_hub_t *hub, kr_http_req_t *req, kr_sr_conn_t *c)
 {
-    int status = kr_ws_check_upgrade(req);
-    if (status != 0) {
-        kr_ws_reject(req, status);
+    kr_ws_t *ws = accept_websocket(hub, req, c);
+    if (ws == NULL)
         return;
-    }
-    kr_ws_opts_t wo;
-    ws_options(hub, &wo);
     if (c->ws != NULL) {
         /* The client gave up on its old socket (it only reconnects after a drop): retire it. */
         kr_ws_t *old = c->ws;
@@ -1613,12 +1618,7 @@ static void reattach_websocket(kr_hub_t *hub, kr_http_req_t *req, kr_sr_conn_t *
         kr_ws_set_userdata(old, NULL);
         kr_ws_close(old, 1000, NULL);
         kr_sbuf_reset(&c->inbuf);
-        c->detached = 1;
-        c->detached_ms = now_ms(hub);
     }
-    kr_ws_t *ws = kr_ws_accept(req, &ws_handler, c, &wo);
-    if (ws == NULL)
-        return;
     c->ws = ws;
     c->detached = 0;
     c->last_recv_ms = now_ms(hub);
