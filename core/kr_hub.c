@@ -606,10 +606,14 @@ static void conn_ended(kr_sr_conn_t *c, const char *error)
             KR_LOG(KR_LOG_WARN, "hub", "%s: %s disconnected: %s", hub->path, c->id, error);
         else
             KR_LOG(KR_LOG_INFO, "hub", "%s: %s disconnected", hub->path, c->id);
-        if (hub->app.disconnected && hub->app.disconnected(hub, c, error, hub->app_ud)) {
-            c->disconnect_pending = 1;
+        /* Pending before the call: the handler may finish (and call
+         * kr_sr_conn_disconnected_done) before the callback returns. */
+        c->disconnect_pending = 1;
+        if (hub->app.disconnected && hub->app.disconnected(hub, c, error, hub->app_ud))
             return;
-        }
+        if (!c->disconnect_pending)
+            return; /* already finished */
+        c->disconnect_pending = 0;
     }
     conn_finish(c);
 }
@@ -766,8 +770,9 @@ static void handle_handshake(kr_sr_conn_t *c, const char *rec, size_t len)
         c->wire = proto == KR_SR_PROTO_MSGPACK ? KR_WIRE_RAW_MSGPACK : KR_WIRE_RAW_JSON;
     else
         c->wire = proto == KR_SR_PROTO_MSGPACK ? KR_WIRE_WS_MSGPACK : KR_WIRE_WS_JSON;
-    /* Stateful reconnect: negotiated on request, and only WebSockets can reattach. */
-    c->stateful = c->stateful_offered && c->transport == KR_SR_TRANSPORT_WS;
+    /* Stateful reconnect: negotiated on request, only WebSockets can reattach, and a client
+     * that then shakes hands with version 1 does not do it (as ASP.NET Core disables it). */
+    c->stateful = c->stateful_offered && c->transport == KR_SR_TRANSPORT_WS && version >= 2;
     kr_sbuf_t sb;
     kr_sbuf_init(&sb, 16);
     kr_sr_json_write_handshake_ok(&sb); /* JSON whatever the protocol (a binary frame for msgpack) */
@@ -1682,7 +1687,7 @@ int kr_hub_handle_http(kr_hub_t *hub, kr_http_req_t *req)
     if (req->method == KR_M_GET && is_ws) {
         if (!(hub->opts.transports & KR_SR_TRANSPORT_WS)) {
             respond_text(req, 404, "WebSockets transport is not enabled");
-        } else if (idlen > 0 && c == NULL) {
+        } else if (idlen > 0 && (c == NULL || c->state >= SR_CLOSING)) {
             respond_text(req, 404, "No Connection with that ID");
         } else if (c != NULL && c->stateful && c->state == SR_CONNECTED) {
             /* Stateful reconnect; the old socket may not have reported its end yet. */
@@ -1719,7 +1724,9 @@ int kr_hub_handle_http(kr_hub_t *hub, kr_http_req_t *req)
         else
             respond_text(req, 400, "Cannot change transports mid-connection");
     } else if (c->transport == KR_SR_TRANSPORT_LP) {
-        if (req->method == KR_M_POST)
+        if (req->method == KR_M_POST && c->state >= SR_CLOSING)
+            respond_text(req, 404, "No Connection with that ID"); /* e.g. a Close after DELETE */
+        else if (req->method == KR_M_POST)
             receive_post(c, req);
         else if (req->method == KR_M_DELETE)
             handle_delete(c, req);

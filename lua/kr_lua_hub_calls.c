@@ -273,7 +273,7 @@ static int upload_next(lua_State *L, int status, lua_KContext kctx)
     }
     kr_fiber_t *f = kr_fiber_current(L);
     if (f == NULL)
-        return luaL_error(L, "an upload stream can only be read from the hub method's fiber");
+        return luaL_error(L, "an upload stream can only be read from a fiber (the hub method, or one it spawned)");
     b->waiter = f;
     kr_sr_upload_wait(u, upload_ready, b);
     kr_fiber_wait_event(f, upload_unwait, b);
