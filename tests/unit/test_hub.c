@@ -2424,6 +2424,72 @@ TEST(msgpack_oversize_prefix)
     fx_done(&fx);
 }
 
+/* One broadcast to JSON and MessagePack clients on every transport is encoded once per
+ * protocol and wrapped once per wire format, whatever the number of recipients. */
+typedef struct wire_enc_s {
+    int calls[3];
+} wire_enc_t;
+
+static int encode_both(void *ud, int protocol, kr_sbuf_t *sb)
+{
+    wire_enc_t *w = ud;
+    w->calls[protocol]++;
+    if (protocol == KR_SR_PROTO_MSGPACK) {
+        size_t start = kr_sr_mp_write_invocation_head(sb, NULL, "Tick");
+        kr_mp_put_array(sb, 1);
+        kr_mp_put_int(sb, 42);
+        kr_sr_mp_write_invocation_tail(sb, start);
+        return 0;
+    }
+    kr_sr_json_write_invocation_head(sb, NULL, "Tick");
+    kr_sbuf_puts(sb, "[42]");
+    kr_sr_json_write_tail(sb);
+    return 0;
+}
+
+static client_t *client_connect_protocol(fx_t *fx, const char *protocol)
+{
+    client_t *cl = client_new(fx);
+    client_negotiate(cl);
+    client_upgrade(cl);
+    char hs[96];
+    snprintf(hs, sizeof(hs), "{\"protocol\":\"%s\",\"version\":1}" RS, protocol);
+    send_text(cl, hs);
+    frame_t f[4];
+    ASSERT_EQ(take_frames(cl->c, f, 4), 1);
+    return cl;
+}
+
+TEST(broadcast_encodes_once_per_wire)
+{
+    fx_t fx;
+    fx_init(&fx);
+    client_t *json[3], *mp[3];
+    for (int i = 0; i < 3; i++) {
+        json[i] = client_connect_protocol(&fx, "json");
+        mp[i] = client_connect_protocol(&fx, "messagepack");
+    }
+    wire_enc_t w = {{0}};
+    kr_sr_payload_t p = {encode_both, &w};
+    unsigned count = 0;
+    ASSERT_OK(kr_hub_send_all(fx.hub, &p, &count));
+    ASSERT_EQ(count, 6);
+    ASSERT_EQ(w.calls[KR_SR_PROTO_JSON], 1);
+    ASSERT_EQ(w.calls[KR_SR_PROTO_MSGPACK], 1);
+    /* The same frame buffer is queued on every client of a wire format. */
+    for (int i = 1; i < 3; i++) {
+        ASSERT(outq_item(&json[i]->c->outq, 0)->buf == outq_item(&json[0]->c->outq, 0)->buf);
+        ASSERT(outq_item(&mp[i]->c->outq, 0)->buf == outq_item(&mp[0]->c->outq, 0)->buf);
+    }
+    ASSERT(outq_item(&json[0]->c->outq, 0)->buf != outq_item(&mp[0]->c->outq, 0)->buf);
+    frame_t f[4];
+    ASSERT_EQ(take_frames(mp[0]->c, f, 4), 1);
+    ASSERT_EQ(f[0].opcode, KR_WS_OP_BINARY);
+    ASSERT_EQ(take_frames(json[0]->c, f, 4), 1);
+    ASSERT_EQ(f[0].opcode, KR_WS_OP_TEXT);
+    fx_done(&fx);
+}
+
 KR_TEST_MAIN(KR_TEST_ENTRY(negotiate), KR_TEST_ENTRY(upgrade_errors), KR_TEST_ENTRY(handshake),
              KR_TEST_ENTRY(builtins), KR_TEST_ENTRY(builtins_disabled),
              KR_TEST_ENTRY(broadcast_all_shares_one_buffer),
@@ -2440,4 +2506,5 @@ KR_TEST_MAIN(KR_TEST_ENTRY(negotiate), KR_TEST_ENTRY(upgrade_errors), KR_TEST_EN
              KR_TEST_ENTRY(options), KR_TEST_ENTRY(upload_streams),
              KR_TEST_ENTRY(server_stream_cancel), KR_TEST_ENTRY(client_results),
              KR_TEST_ENTRY(stateful_reconnect), KR_TEST_ENTRY(stateful_reconnect_timeout),
-             KR_TEST_ENTRY(msgpack_oversize_prefix))
+             KR_TEST_ENTRY(msgpack_oversize_prefix),
+             KR_TEST_ENTRY(broadcast_encodes_once_per_wire))
