@@ -19,9 +19,10 @@ build: deps
 	@cmake -S . -B $(BUILD) -DKR_WERROR=$(WERROR) $(CMAKE_ARGS) >/dev/null
 	@cmake --build $(BUILD) -j$(JOBS)
 
+# PORT=8080 make demo listens elsewhere (see the top of scripts/examples/signalr_demo.lua).
 demo: build
-	@echo "kestrun demo: http://127.0.0.1:5000/  (Ctrl-C stops it)"
-	$(BUILD)/kestrun scripts/examples/demo.lua
+	@echo "kestrun demo: http://127.0.0.1:$(or $(PORT),5000)/  (Ctrl-C stops it)"
+	$(BUILD)/kestrun scripts/examples/signalr_demo.lua
 
 # Unit + end-to-end tests on the normal build, then the same under ASan+UBSan, then a short
 # run of every fuzz target. ctest prints its summary line for each.

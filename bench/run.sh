@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # bench/run.sh: run the benchmarks side by side with their peers and write docs/benchmarks.md.
 #
-#   bench/run.sh            every scenario (routes, then fanout)
+#   bench/run.sh            every scenario (routes, then fanout, then fanout-wire)
 #   bench/run.sh routes     only the HTTP route scenario (kestrun vs nginx + lua-nginx-module)
 #   bench/run.sh fanout     only the SignalR broadcast scenarios (kestrun vs Node ws and socket.io):
 #                           fan-out, idle memory, connect rate, latency, slow consumer
+#   bench/run.sh fanout-wire  kestrun's fan-out per wire format at N = WIRE_N: WebSocket JSON,
+#                           WebSocket MessagePack, long polling JSON, long polling MessagePack
+#                           (kestrun only: the ws and socket.io peers have no such formats)
 #
 # Environment (all optional):
 #   ROUNDS=5         rounds per scenario (each round measures every route on both servers)
@@ -33,6 +36,9 @@
 #                    the same fan-out without it, SLOW_DURATION s each (SLOW_SERVERS="kestrun ws socketio")
 #   FANOUT_RETRIES=1 a fan-out measurement where neither the server nor the loadgen used SAT_MIN % of
 #                    its core is repeated at most this many times
+# fanout-wire only (FANOUT_ROUNDS rounds, the four wire formats alternating, reversed each round):
+#   WIRE_N=1000      clients
+#   WIRE_RATE=50     broadcasts/s of an open-loop latency measurement per wire format (0: none)
 #
 # Method (see bench/README.md): the server runs on SERVER_CPU, wrk on CLIENT_CPU, loopback only.
 # The two servers alternate (A B, then B A the next round), each measurement gets a fresh server
@@ -66,14 +72,14 @@ done
 ((WARMUP <= 60)) || { echo "run.sh: WARMUP must be 0..60 s" >&2; exit 2; }
 ((RETRIES <= 5)) || { echo "run.sh: RETRIES must be 0..5" >&2; exit 2; }
 
-all_scenarios=(routes fanout)
+all_scenarios=(routes fanout fanout-wire)
 scenarios=()
 if (($# == 0)); then
   scenarios=("${all_scenarios[@]}")
 else
   for s in "$@"; do
     case "$s" in
-      routes | fanout) scenarios+=("$s") ;;
+      routes | fanout | fanout-wire) scenarios+=("$s") ;;
       -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
       *) echo "run.sh: unknown scenario '$s' (known: ${all_scenarios[*]})" >&2; exit 2 ;;
     esac
@@ -99,6 +105,11 @@ if want routes; then
   for pkg in libnginx-mod-http-lua lua-cjson; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" ||
       die "Debian package '$pkg' is missing (apt-get install $pkg)"
+  done
+fi
+if want fanout-wire; then
+  for cmd in python3 make cc; do
+    command -v "$cmd" >/dev/null 2>&1 || die "'$cmd' not found (the fan-out scenarios need it)"
   done
 fi
 if want fanout; then
@@ -558,7 +569,7 @@ fan() { # as fan_once; fanout measurements that neither side saturated are repea
     fi
   done
   if [[ $sc == fanout && $server != raw* ]] && ((best_sat >= 0 && best_sat < SAT_MIN)); then
-    fnote "round $round fanout N=$n $server: disturbed (server or loadgen busy at most ${best_sat}% of its core) after $FANOUT_RETRIES retries"
+    fnote "round $round fanout N=$n $server${5:+ ($5)}: disturbed (server or loadgen busy at most ${best_sat}% of its core) after $FANOUT_RETRIES retries"
   fi
   [[ -n $best ]] && echo "$best" >>"$FRESULTS"
   return 0
@@ -804,6 +815,169 @@ if notes:
 PY
 }
 
+# --- scenario: fanout-wire (kestrun's fan-out per SignalR wire format) -------------------------
+WIRE_N=${WIRE_N:-1000}
+WIRE_RATE=${WIRE_RATE:-50}
+[[ $WIRE_N =~ ^[0-9]+$ ]] && ((WIRE_N >= 1 && WIRE_N <= 19800)) || die "WIRE_N must be 1..19800"
+[[ $WIRE_RATE =~ ^[0-9]+$ ]] && ((WIRE_RATE <= 100000)) || die "WIRE_RATE must be 0..100000"
+# tag -> PROTOCOL TRANSPORT of run_fanout.sh (the order of the report's rows)
+WIRES=(ws-json ws-msgpack lp-json lp-msgpack)
+declare -A WIRE_ENV=([ws-json]="PROTOCOL=json TRANSPORT=websockets" [ws-msgpack]="PROTOCOL=messagepack TRANSPORT=websockets"
+  [lp-json]="PROTOCOL=json TRANSPORT=longpolling" [lp-msgpack]="PROTOCOL=messagepack TRANSPORT=longpolling")
+WRESULTS="$rundir/fanout-wire.jsonl"
+WNOTES=()
+
+run_fanout_wire() {
+  : >"$WRESULTS"
+  WIRE_LOAD_START=$(uptime | sed 's/^ *//')
+  make -s -C "$here/fanout" OUT="$repo/build/fanout" >&2 || die "make -C bench/fanout failed"
+  # fan() appends to FRESULTS and FNOTES: point it at this scenario's own (bash's dynamic scope)
+  local FRESULTS=$WRESULTS n0=${#FNOTES[@]} round w order
+  log "fanout-wire: $FANOUT_ROUNDS round(s) x ${WIRES[*]}, N=$WIRE_N, ${DURATION}s windows, latency at $WIRE_RATE broadcasts/s"
+  for ((round = 1; round <= FANOUT_ROUNDS; round++)); do
+    order=("${WIRES[@]}")
+    ((round % 2)) || order=(lp-msgpack lp-json ws-msgpack ws-json)
+    # shellcheck disable=SC2086 # WIRE_ENV holds VAR=value words
+    for w in "${order[@]}"; do fan kestrun fanout "$WIRE_N" "$round" "$w" "$DURATION" ${WIRE_ENV[$w]}; done
+    if ((WIRE_RATE > 0)); then
+      # shellcheck disable=SC2086
+      for w in "${order[@]}"; do fan kestrun latency "$WIRE_N" "$round" "$w" "$DURATION" RATE="$WIRE_RATE" ${WIRE_ENV[$w]}; done
+    fi
+  done
+  WNOTES=("${FNOTES[@]:n0}")
+  FNOTES=("${FNOTES[@]:0:n0}")
+  WIRE_LOAD_END=$(uptime | sed 's/^ *//')
+}
+
+fanout_wire_report() {
+  WRESULTS="$WRESULTS" FANOUT_ROUNDS="$FANOUT_ROUNDS" DURATION="$DURATION" WARMUP="$WARMUP" WIRE_N="$WIRE_N" \
+  WIRE_RATE="$WIRE_RATE" SERVER_CPU="$SERVER_CPU" CLIENT_CPU="$CLIENT_CPU" SAT_MIN="$SAT_MIN" \
+  FANOUT_RETRIES="$FANOUT_RETRIES" LOAD_A="$WIRE_LOAD_START" LOAD_B="$WIRE_LOAD_END" \
+  VERSION="$("$KESTRUN" --version 2>&1 | head -n 1)" COMMIT="$(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo '?')" \
+  DATE="$(date -u '+%Y-%m-%d %H:%M UTC')" python3 - "${WNOTES[@]}" <<'PY'
+import json, os, statistics, sys
+E = os.environ
+rows = [json.loads(l) for l in open(E["WRESULTS"]) if l.strip()]
+notes = list(dict.fromkeys(sys.argv[1:]))
+R = int(E["FANOUT_ROUNDS"]); N = int(E["WIRE_N"]); RATE = int(E["WIRE_RATE"])
+WIRES = ["ws-json", "ws-msgpack", "lp-json", "lp-msgpack"]
+NAME = {"ws-json": "WebSockets + JSON", "ws-msgpack": "WebSockets + MessagePack",
+        "lp-json": "long polling + JSON", "lp-msgpack": "long polling + MessagePack"}
+
+def sel(**kw):
+    return [r for r in rows if all(r.get(k) == v for k, v in kw.items())]
+def med(xs):
+    xs = [x for x in xs if isinstance(x, (int, float))]
+    return statistics.median(xs) if xs else None
+def fi(x):
+    return "—" if x is None else f"{x:,.0f}"
+def f2(x):
+    return "—" if x is None else f"{x:.2f}"
+def f3(x):
+    return "—" if x is None else f"{x:.3f}"
+def ms(x):
+    return "—" if x is None else f"{x / 1000:,.1f}"
+def ratios(w):  # per round: this wire format's msgs/s ÷ WebSockets + JSON's
+    out = []
+    for r in range(1, R + 1):
+        x = sel(scenario="fanout", tag=w, round=r); y = sel(scenario="fanout", tag="ws-json", round=r)
+        if x and y and y[0].get("msgs_per_s"):
+            out.append(x[0]["msgs_per_s"] / y[0]["msgs_per_s"])
+    return out
+
+P = print
+P("## SignalR wire formats: kestrun's fan-out over WebSockets and long polling, JSON and MessagePack")
+P()
+P(f"kestrun's max-rate fan-out at N = {N:,} over each SignalR wire format it speaks: the same broadcast "
+  "(`kr.send_event(\"tick\", {n, t})`, [`bench/fanout/kestrun_fanout.lua`](../bench/fanout/kestrun_fanout.lua)) "
+  "and the same C load generator, which connects its N clients with negotiate and then a WebSocket (JSON in text frames, "
+  "or MessagePack: VarInt-framed records in binary frames) or long polling (a first GET answered empty at once, the "
+  "handshake POST, then a loop of held GETs on one keep-alive connection per client; each answer holds whole records). "
+  "Deliveries = Invocation records counted by the clients in the window. kestrun only: the Node `ws` and `socket.io` "
+  "peers have no equivalent of these formats. Server-Sent Events is not measured (the load generator does not speak it). "
+  f"{R} round(s), the four formats alternating (the order reversed every other round), a fresh server for every "
+  f"measurement, {E['DURATION']} s windows after a {E['WARMUP']} s warm-up, server on core {E['SERVER_CPU']}, load "
+  f"generator on core {E['CLIENT_CPU']}; medians over the rounds.")
+P()
+P(f"Reproduce: `FANOUT_ROUNDS={R} WIRE_N={N} WIRE_RATE={RATE} bench/run.sh fanout-wire`; one measurement: "
+  "`PROTOCOL=messagepack TRANSPORT=longpolling bench/fanout/run_fanout.sh kestrun fanout 1000`.")
+P()
+P(f"Load (`uptime`) at the start: `{E['LOAD_A']}`; at the end: `{E['LOAD_B']}` (a shared 2-core machine: absolute "
+  "numbers belong to it at that time).")
+P()
+P(f"### Max rate (N = {N:,})")
+P()
+P("msgs/s = deliveries per second; ÷ WS JSON = per-round ratio to WebSockets + JSON, median; CPU s/M = server CPU seconds "
+  "per million deliveries; per-round msgs/s in round order (the spread is this machine's noise). "
+  "p50 / p99 at max rate are queueing delays (full socket buffers, or the time a record waits for the next poll), "
+  "not the latency of an unloaded server: see the fixed-rate table below.")
+P()
+P("| wire format | msgs/s | ÷ WS JSON | CPU s per million | server CPU % | loadgen CPU % | p50 ms | p99 ms | per-round msgs/s | rounds |")
+P("|---|---:|---:|---:|---:|---:|---:|---:|---|---:|")
+for w in WIRES:
+    xs = sel(scenario="fanout", tag=w)
+    if not xs:
+        P(f"| {NAME[w]} | — | — | — | — | — | — | — | — | 0 |"); continue
+    xs.sort(key=lambda x: x.get("round", 0))
+    P(f"| {NAME[w]} | {fi(med([x.get('msgs_per_s') for x in xs]))} | {f2(med(ratios(w)))} | "
+      f"{f3(med([x.get('cpu_s_per_million') for x in xs]))} | {fi(med([x.get('server_cpu_pct') for x in xs]))} | "
+      f"{fi(med([x.get('loadgen_pct') for x in xs]))} | {ms(med([x.get('p50_us') for x in xs]))} | "
+      f"{ms(med([x.get('p99_us') for x in xs]))} | {' '.join(fi(x.get('msgs_per_s')) for x in xs)} | {len(xs)} |")
+P()
+if RATE > 0:
+    P(f"### Latency at {RATE} broadcasts/s (N = {N:,}: {RATE * N:,} deliveries/s, open loop)")
+    P()
+    P("Publish-to-receive: every message carries its scheduled send time (coordinated-omission-safe); percentiles over "
+      "all deliveries of the window, median over the rounds, in ms (1 ms timers: p50 includes up to ~1 ms of timer "
+      "granularity on every row alike).")
+    P()
+    P("| wire format | msgs/s | p50 ms | p99 ms | p99.9 ms | server CPU % | rounds |")
+    P("|---|---:|---:|---:|---:|---:|---:|")
+    for w in WIRES:
+        xs = sel(scenario="latency", tag=w)
+        P(f"| {NAME[w]} | {fi(med([x.get('msgs_per_s') for x in xs]))} | {ms(med([x.get('p50_us') for x in xs]))} | "
+          f"{ms(med([x.get('p99_us') for x in xs]))} | {ms(med([x.get('p999_us') for x in xs]))} | "
+          f"{fi(med([x.get('server_cpu_pct') for x in xs]))} | {len(xs)} |")
+    P()
+P("What differs between the rows:")
+P()
+P("- **Bytes.** The JSON record is 150 bytes + 0x1E (plus a 4-byte WebSocket header); the MessagePack record is 75 bytes "
+  "+ a 1-byte VarInt (2-byte WebSocket header), with the event's timestamp as a timestamp extension instead of an ISO "
+  "string. Both are built once per broadcast and shared by all recipients of the same format.")
+P("- **Long polling delivers in batches.** Each held GET is answered with everything queued for that client (whole "
+  "records) and the client must send the next GET before anything else reaches it, so records wait in kestrun's "
+  "per-connection queue for one HTTP round trip; every answer costs an HTTP request parse and a response head "
+  "(~130 bytes) per client. The clients do not ping over long polling (neither side does).")
+P("- **WebSockets** write every broadcast to every socket as it happens (corked into batches by kestrun while the "
+  "broadcast loop keeps the server busy; see the fan-out section above).")
+P("- The load generator's work differs too: it walks every MessagePack record (a small decoder) where the JSON path scans "
+  "for `\"t\":` from the end; a loadgen CPU % near 100 means the clients, not the server, were the limit.")
+P()
+P(f"Server: `{E['VERSION']}` (repository at commit {E['COMMIT']}). Measured {E['DATE']}.")
+P()
+bad = []
+for r in rows:
+    what = f"round {r.get('round')} {r.get('scenario')} {NAME.get(r.get('tag'), r.get('tag'))}"
+    if r.get("errors"):
+        bad.append(f"{what}: {r['errors']} client error(s) {json.dumps(r.get('error_detail'))}")
+    if r.get("server_alive") is False:
+        bad.append(f"{what}: the server was not running at the end")
+    if r.get("timed_out"):
+        bad.append(f"{what}: the load generator timed out")
+    if (r.get("connected") or 0) < r.get("n", 0):
+        bad.append(f"{what}: only {r.get('connected')} of {r.get('n')} clients connected")
+    if (r.get("alive_at_end") or 0) < (r.get("connected") or 0):
+        bad.append(f"{what}: {r.get('connected') - r.get('alive_at_end')} client(s) dropped before the end")
+notes += bad
+if notes:
+    P("### Problems seen during the wire-format run")
+    P()
+    for x in dict.fromkeys(notes):
+        P(f"- {x}")
+    P()
+PY
+}
+
 # --- report ----------------------------------------------------------------------------------
 versions_report() {
   local kv nv wv lv cv jv cpu
@@ -848,6 +1022,7 @@ section() { # name heading placeholder
           echo
         fi ;;
       fanout) fanout_report ;;
+      fanout-wire) fanout_wire_report ;;
     esac >"$rundir/$name.md"
     mkdir -p "$RESULTS_DIR"
     cp "$rundir/$name.md" "$frag"
@@ -873,11 +1048,13 @@ Written by \`bench/run.sh\` (\`make bench\`); do not edit by hand. How it measur
 core $CLIENT_CPU (\`taskset\`), loopback only; kestrun and its peers alternate (A B, then B A the next round) with a
 fresh server process and a warm-up for every measurement; the tables give medians over the rounds and the median of
 the per-round ratios. This is a shared, noisy virtual machine: absolute numbers belong to it, the ratios travel.
-Each section below says when and how it was measured; \`bench/run.sh routes\` or \`bench/run.sh fanout\` rewrites only its own.
+Each section below says when and how it was measured; \`bench/run.sh routes\`, \`bench/run.sh fanout\` or \`bench/run.sh fanout-wire\`
+rewrites only its own.
 
 EOF
     section routes "## HTTP routes" "Not measured yet: run \`bench/run.sh routes\`."
     section fanout "## SignalR broadcast fan-out" "Not measured yet: run \`bench/run.sh fanout\`."
+    section fanout-wire "## SignalR wire formats" "Not measured yet: run \`bench/run.sh fanout-wire\`."
     versions_report
   } >"$tmp"
   mkdir -p "$(dirname "$OUT")"
@@ -890,6 +1067,7 @@ for s in "${scenarios[@]}"; do
   case "$s" in
     routes) run_routes ;;
     fanout) run_fanout ;;
+    fanout-wire) run_fanout_wire ;;
   esac
 done
 write_report

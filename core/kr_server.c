@@ -20,6 +20,45 @@ void kr_server_init(kr_server_t *s, uv_loop_t *loop)
     kr_list_init(&s->conns);
     kr_list_init(&s->pending_writes);
     s->started_ms = uv_now(loop);
+    s->cpu_window_ms = s->started_ms;
+    s->cpu_window_ns = kr_process_cpu_ns();
+    s->cpu_percent = -1;
+}
+
+/* ---- CPU sampler ------------------------------------------------------------------------ */
+
+uint64_t kr_process_cpu_ns(void)
+{
+    struct timespec ts;
+    if (clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts) != 0)
+        return 0;
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static double cpu_percent_since(kr_server_t *s, uint64_t now_ms, uint64_t cpu_ns)
+{
+    uint64_t wall_ms = now_ms - s->cpu_window_ms;
+    if (wall_ms == 0 || cpu_ns < s->cpu_window_ns)
+        return 0.0;
+    return (double)(cpu_ns - s->cpu_window_ns) / 1e4 / (double)wall_ms;
+}
+
+/* Called by the sweep: closes the window once it is KR_CPU_WINDOW_MS old. */
+static void cpu_sample(kr_server_t *s, uint64_t now_ms)
+{
+    if (now_ms - s->cpu_window_ms < KR_CPU_WINDOW_MS)
+        return;
+    uint64_t cpu_ns = kr_process_cpu_ns();
+    s->cpu_percent = cpu_percent_since(s, now_ms, cpu_ns);
+    s->cpu_window_ms = now_ms;
+    s->cpu_window_ns = cpu_ns;
+}
+
+double kr_server_cpu_percent(kr_server_t *s)
+{
+    if (s->cpu_percent >= 0)
+        return s->cpu_percent;
+    return cpu_percent_since(s, uv_now(s->loop), kr_process_cpu_ns());
 }
 
 const char *kr_server_date(kr_server_t *s)
@@ -177,6 +216,7 @@ static void on_sweep(uv_timer_t *t)
 {
     kr_server_t *s = t->data;
     uint64_t now = uv_now(s->loop);
+    cpu_sample(s, now);
     kr_list_t *it = s->conns.next;
     while (it != &s->conns) {
         kr_conn_t *c = kr_container_of(it, kr_conn_t, link);

@@ -24,6 +24,7 @@ typedef void (*kr_server_hook_cb)(kr_server_t *s, void *ud);
 #define KR_DEFAULT_SHUTDOWN_GRACE_MS 10000
 #define KR_CORK_MS 2             /* a corked queue waits at most this long (see kr_conn.h) */
 #define KR_CORK_BYTES (16 * 1024) /* ... or until it holds this much */
+#define KR_CPU_WINDOW_MS 1000    /* kr.metrics().cpu_percent is measured over this window */
 
 typedef struct kr_listener_s {
     uv_tcp_t tcp;
@@ -62,6 +63,10 @@ struct kr_server_s {
     uint64_t next_conn_id;
     uint64_t started_ms;
     kr_stats_t stats;
+    /* CPU sampler (kr.metrics cpu_percent): the sweep closes a window every KR_CPU_WINDOW_MS */
+    uint64_t cpu_window_ms;  /* loop time the current window began */
+    uint64_t cpu_window_ns;  /* process CPU time then */
+    double cpu_percent;      /* over the last completed window; < 0 before the first */
     /* cached Date header value, refreshed once per second */
     time_t date_secs;
     char date[KR_HTTP_DATE_LEN + 1];
@@ -95,6 +100,12 @@ int kr_server_write_port_file(kr_server_t *s, const char *path);
 void kr_server_shutdown(kr_server_t *s);
 /* After uv_run returned: closes every handle the server owns. */
 void kr_server_dispose(kr_server_t *s);
+
+/* Process CPU time (user + system, every thread) in nanoseconds. */
+uint64_t kr_process_cpu_ns(void);
+/* Process CPU use in percent of one core over the last completed window of KR_CPU_WINDOW_MS
+ * (sampled by the sweep timer); before the first window closes, since kr_server_init. */
+double kr_server_cpu_percent(kr_server_t *s);
 
 /* The cached IMF-fixdate for the current second. */
 const char *kr_server_date(kr_server_t *s);

@@ -29,6 +29,7 @@ static void usage(FILE *out)
             "      --log-level LEVEL    Verbose | Debug | Information | Warning | Error | Fatal\n"
             "                           (default Information)\n"
             "      --log-format FORMAT  text | json (default text)\n"
+            "                           (both, when given, win over the scripts' kr.logger{})\n"
             "  -h, --help               this help\n"
             "  -V, --version            print the version\n"
             "\n"

@@ -3,6 +3,7 @@
 #include "kr_lua.h"
 #include "kr_fiber.h"
 #include "kr_log.h"
+#include "kr_lua_log.h"
 
 #include <lauxlib.h>
 #include <lualib.h>
@@ -16,6 +17,8 @@ void kr_lua_limits_default(kr_lua_limits_t *l)
     l->max_memory = 256u * 1024 * 1024;
     l->max_fibers = 100000;
     l->max_timers = 10000;
+    l->max_tasks = 1000;
+    l->task_retention_s = 3600;
 }
 
 /* ---- memory cap ------------------------------------------------------------------------- */
@@ -196,6 +199,8 @@ static kr_vm_t *vm_new(kr_app_t *app)
     kr__lua_open_core(L, vm);
     kr__lua_open_http(L, vm);
     kr__lua_open_hub(L, vm);
+    kr__lua_open_task(L, vm);
+    kr__lua_open_log(L, vm);
     lua_pushvalue(L, -1);
     lua_setglobal(L, "kr");
     lua_getglobal(L, "package");
@@ -207,53 +212,249 @@ static kr_vm_t *vm_new(kr_app_t *app)
     return vm;
 }
 
-/* Loads every script into vm. Returns 0 or KR_ESCRIPT after logging FILE:LINE: message. */
-static int vm_load_scripts(kr_vm_t *vm)
+/* ---- loading: FILE:LINE: message ------------------------------------------------------- */
+
+/* Whether the first line of msg carries a Lua position ("src:12: "), wherever src ends: the
+ * error may come from a module the script required, not from the script itself. */
+static int has_position(const char *msg)
+{
+    for (const char *p = msg; *p != '\0' && *p != '\n'; p++) {
+        if (p[0] != ':' || p[1] < '0' || p[1] > '9')
+            continue;
+        const char *q = p + 1;
+        while (*q >= '0' && *q <= '9')
+            q++;
+        if (q[0] == ':' && q[1] == ' ')
+            return 1;
+    }
+    return 0;
+}
+
+/* The load-time message handler: like msg_handler, but a load error must read FILE:LINE:
+ * message, and Lua adds no position for error(x, 0) or a non-string error object. Those get
+ * the line of the innermost Lua function still running (level 1 is what raised: often C). */
+static int load_msg_handler(lua_State *L)
+{
+    const char *msg = lua_tostring(L, 1);
+    if (msg == NULL && luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING)
+        msg = lua_tostring(L, -1);
+    else if (msg == NULL)
+        msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+    lua_Debug ar;
+    for (int level = 1; !has_position(msg) && lua_getstack(L, level, &ar); level++) {
+        if (lua_getinfo(L, "Sl", &ar) && ar.currentline > 0)
+            msg = lua_pushfstring(L, "%s:%d: %s", ar.short_src, ar.currentline, msg);
+    }
+    luaL_traceback(L, L, msg, 1);
+    return 1;
+}
+
+/* Runs the chunk on top of L under load_msg_handler and the load budget. */
+static int run_loaded_chunk(kr_vm_t *vm)
 {
     kr_app_t *app = vm->app;
     lua_State *L = vm->L;
+    int base = lua_gettop(L);
+    lua_pushcfunction(L, load_msg_handler);
+    lua_insert(L, base);
+    app->slice_deadline_ns = kr_lua_cpu_ns() + vm->lua_limits.load_budget_ms * 1000000ull;
+    app->slice_tripped = 0;
+    int st = lua_pcall(L, 0, 0, base);
+    app->slice_deadline_ns = 0;
+    app->slice_tripped = 0;
+    kr__lua_reset_hook(L);
+    lua_remove(L, base);
+    return st;
+}
+
+/* The message part of a load error (what precedes the traceback) as one line: require's
+ * "error loading module 'm' from file './m.lua':\n\t./m.lua:2: ..." keeps the inner position
+ * on the same line. Returns a new string; *rest points at the traceback (or NULL). */
+static char *message_line(const char *path, const char *msg, const char **rest)
+{
+    const char *tb = strstr(msg, "\nstack traceback:");
+    size_t n = tb ? (size_t)(tb - msg) : strlen(msg);
+    *rest = tb ? tb + 1 : NULL;
+    /* Syntax errors and raised errors carry their position; "cannot open" and an out-of-memory
+     * error (Lua runs no message handler for it) get the script's name in front. */
+    int bare = !has_position(msg) && strncmp(msg, "cannot open", 11) != 0;
+    size_t plen = bare ? strlen(path) + 2 : 0;
+    char *line = kr_calloc(1, plen + n + 1);
+    char *o = line;
+    if (bare)
+        o += sprintf(o, "%s: ", path);
+    for (size_t i = 0; i < n; i++) {
+        if (msg[i] != '\n') {
+            *o++ = msg[i];
+            continue;
+        }
+        *o++ = ' ';
+        while (i + 1 < n && (msg[i + 1] == '\t' || msg[i + 1] == ' ' || msg[i + 1] == '\n'))
+            i++;
+    }
+    *o = '\0';
+    return line;
+}
+
+/* Reports the load error on top of L: the FILE:LINE: message line, then the traceback. The
+ * first load is the command's own answer (what --check and a failed start print: the bare
+ * lines on stderr); a reload goes through the log. Returns the line (caller frees). */
+static char *report_load_error(kr_app_t *app, const char *path, lua_State *L)
+{
+    const char *msg = lua_tostring(L, -1);
+    if (msg == NULL)
+        msg = "(error object is not a string)";
+    const char *rest;
+    char *line = message_line(path, msg, &rest);
+    if (app->vm == NULL) {
+        fprintf(stderr, "%s\n", line);
+        if (rest)
+            fprintf(stderr, "%s\n", rest);
+    } else {
+        /* Hub clients hear of a failed reload once, from broadcast_reload_error: not also
+         * line by line through kr.logger's SignalR sink. */
+        kr_log_sink_hold();
+        kr_log_write(KR_LOG_ERROR, "lua", NULL, "%s", line);
+        if (rest)
+            kr_log_write(KR_LOG_ERROR, "lua", NULL, "%s", rest);
+        kr_log_sink_release();
+    }
+    return line;
+}
+
+/* ---- loading: the files a generation reads (what --watch watches) ---------------------- */
+
+static const char files_key = 'f';    /* registry: { [path] = true } files this state loaded */
+static const char send_log_key = 's'; /* registry: kr.send_log before any script could touch it */
+
+static void record_file(lua_State *L, int idx)
+{
+    if (lua_type(L, idx) != LUA_TSTRING)
+        return; /* loadfile() with no name reads stdin */
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &files_key);
+    lua_pushvalue(L, idx);
+    lua_pushboolean(L, 1);
+    lua_rawset(L, -3);
+    lua_pop(L, 1);
+}
+
+static int pass_results(lua_State *L, int status, lua_KContext base)
+{
+    KR_UNUSED(status);
+    return lua_gettop(L) - (int)base;
+}
+
+/* dofile and loadfile, recording the file first. lua_callk keeps dofile yieldable, as the
+ * original is (a handler may dofile a chunk that sleeps). */
+static int tracked_file_loader(lua_State *L)
+{
+    record_file(L, 1);
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_callk(L, lua_gettop(L) - 1, LUA_MULTRET, 0, pass_results);
+    return pass_results(L, LUA_OK, 0);
+}
+
+/* require's Lua-file searcher: on success it returns the loader and the file name. */
+static int tracked_searcher(lua_State *L)
+{
+    lua_settop(L, 1);
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_call(L, 1, LUA_MULTRET);
+    if (lua_gettop(L) >= 2 && lua_isfunction(L, 1))
+        record_file(L, 2);
+    return lua_gettop(L);
+}
+
+static void wrap_global(lua_State *L, const char *name)
+{
+    lua_getglobal(L, name);
+    lua_pushcclosure(L, tracked_file_loader, 1);
+    lua_setglobal(L, name);
+}
+
+/* Before the scripts run: record every file they pull in (so --watch sees a module change
+ * too), and keep the pristine kr.send_log for reporting a failed reload to hub clients. */
+static void prepare_load(lua_State *L)
+{
+    lua_newtable(L);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &files_key);
+    wrap_global(L, "dofile");
+    wrap_global(L, "loadfile");
+    int top = lua_gettop(L);
+    lua_getglobal(L, "package");
+    if (lua_getfield(L, -1, "searchers") == LUA_TTABLE && lua_rawgeti(L, -1, 2) == LUA_TFUNCTION) {
+        lua_pushcclosure(L, tracked_searcher, 1);
+        lua_rawseti(L, -2, 2);
+    }
+    lua_settop(L, top);
+    lua_getglobal(L, "kr");
+    lua_getfield(L, -1, "send_log");
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &send_log_key);
+    lua_pop(L, 1);
+}
+
+/* Adds the files vm loaded (its scripts' modules) to the watcher. */
+static void watch_loaded_files(kr_app_t *app, kr_vm_t *vm)
+{
+    if (app->watch == NULL || vm == NULL)
+        return;
+    lua_State *L = vm->L;
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &files_key);
+    lua_pushnil(L);
+    while (lua_next(L, -2) != 0) {
+        lua_pop(L, 1);
+        if (lua_type(L, -1) == LUA_TSTRING)
+            (void)kr_watch_add(app->watch, lua_tostring(L, -1));
+    }
+    lua_pop(L, 1);
+}
+
+/* Loads every script into vm. Returns 0, or KR_ESCRIPT after reporting FILE:LINE: message;
+ * then *err_line (when not NULL) gets that line (caller frees). */
+static int vm_load_scripts(kr_vm_t *vm, char **err_line)
+{
+    kr_app_t *app = vm->app;
+    lua_State *L = vm->L;
+    prepare_load(L);
     vm->loading = 1;
     int rc = 0;
     for (unsigned i = 0; i < app->nscripts && rc == 0; i++) {
         const char *path = app->scripts[i];
         int st = luaL_loadfilex(L, path, "t");
-        if (st == LUA_OK) {
-            app->slice_deadline_ns = kr_lua_cpu_ns() + vm->lua_limits.load_budget_ms * 1000000ull;
-            app->slice_tripped = 0;
-            st = kr_lua_pcall_traceback(L, 0, 0);
-            app->slice_deadline_ns = 0;
-            app->slice_tripped = 0;
-            kr__lua_reset_hook(L);
-        }
+        if (st == LUA_OK)
+            st = run_loaded_chunk(vm);
         if (st != LUA_OK) {
-            const char *msg = lua_tostring(L, -1);
-            if (msg == NULL)
-                msg = "(error object is not a string)";
-            /* luaL_loadfile prefixes "cannot open"/"path:line:" itself; a runtime error carries
-             * the position of the raising line. Print the first line plain, the rest after. */
-            const char *nl = strchr(msg, '\n');
-            int first = nl ? (int)(nl - msg) : (int)strlen(msg);
-            int prefixed =
-                strncmp(msg, path, strlen(path)) == 0 || strncmp(msg, "cannot open", 11) == 0;
-            if (app->vm == NULL) {
-                /* The first load is the command's own answer: the bare FILE:LINE: message
-                 * line (what --check and a failed start print), then the traceback. */
-                fprintf(stderr, "%s%s%.*s\n", prefixed ? "" : path, prefixed ? "" : ": ", first,
-                        msg);
-                if (nl)
-                    fprintf(stderr, "%s\n", nl + 1);
-            } else {
-                kr_log_write(KR_LOG_ERROR, "lua", NULL, "%s%s%.*s", prefixed ? "" : path,
-                             prefixed ? "" : ": ", first, msg);
-                if (nl)
-                    kr_log_write(KR_LOG_ERROR, "lua", NULL, "%s", nl + 1);
-            }
+            char *line = report_load_error(app, path, L);
+            if (err_line)
+                *err_line = line;
+            else
+                kr_free(line);
             lua_pop(L, 1);
             rc = KR_ESCRIPT;
         }
     }
     vm->loading = 0;
     return rc;
+}
+
+/* Tells the clients of the serving generation's default hub that a reload failed, as
+ * ReceiveLog{level = "Error", message = line}: through kr.send_log itself, so it is the same
+ * envelope as a script's, encoded once per wire format. Runs at loop level (no fiber), where
+ * the memory cap and the CPU slice do not apply. */
+static void broadcast_reload_error(kr_vm_t *vm, const char *line)
+{
+    if (vm == NULL || vm->default_hub == NULL)
+        return;
+    lua_State *L = vm->L;
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &send_log_key);
+    lua_pushliteral(L, "Error");
+    lua_pushstring(L, line);
+    if (lua_pcall(L, 2, 0, 0) != LUA_OK) {
+        KR_LOG(KR_LOG_WARN, "reload", "cannot tell the hub clients: %s", lua_tostring(L, -1));
+        lua_pop(L, 1);
+    }
 }
 
 /* ---- the app: server hooks -------------------------------------------------------------- */
@@ -361,7 +562,7 @@ static void apply_limits(kr_app_t *app, kr_vm_t *vm)
 int kr_app_load(kr_app_t *app)
 {
     kr_vm_t *vm = vm_new(app);
-    if (vm_load_scripts(vm) != 0) {
+    if (vm_load_scripts(vm, NULL) != 0) {
         kr__lua_stop_timers(vm);
         cancel_background(app, vm);
         kr__lua_hubs_discard(app, vm);
@@ -369,6 +570,7 @@ int kr_app_load(kr_app_t *app)
         return KR_ESCRIPT;
     }
     apply_limits(app, vm);
+    kr__lua_log_adopt(app, vm); /* kr.logger, or back to the command line */
     kr__lua_hubs_adopt(app, vm);
     app->vm = vm;
     return 0;
@@ -379,15 +581,24 @@ int kr_app_reload(kr_app_t *app)
     if (app->stopping)
         return KR_ECANCELED;
     kr_vm_t *vm = vm_new(app);
-    if (vm_load_scripts(vm) != 0) {
+    char *err_line = NULL;
+    if (vm_load_scripts(vm, &err_line) != 0) {
+        kr_log_sink_hold(); /* see report_load_error */
         KR_LOG(KR_LOG_ERROR, "reload", "reload failed: generation %u keeps serving",
                app->vm ? app->vm->generation : 0);
+        kr_log_sink_release();
+        /* A module the broken version requires for the first time is watched too: fixing it
+         * must reload. */
+        watch_loaded_files(app, vm);
         kr__lua_stop_timers(vm);
         cancel_background(app, vm);
         kr__lua_hubs_discard(app, vm);
         kr_vm_unref(vm);
+        broadcast_reload_error(app->vm, err_line);
+        kr_free(err_line);
         return KR_ESCRIPT;
     }
+    watch_loaded_files(app, vm);
     kr_vm_t *old = app->vm;
     if (old) {
         int changed = old->nlistens != vm->nlistens;
@@ -400,6 +611,7 @@ int kr_app_reload(kr_app_t *app)
         cancel_background(app, old);
     }
     apply_limits(app, vm);
+    kr__lua_log_adopt(app, vm); /* kr.logger, or back to the command line */
     kr__lua_hubs_adopt(app, vm);
     app->vm = vm;
     KR_LOG(KR_LOG_INFO, "reload", "generation %u serving", vm->generation);
@@ -419,14 +631,17 @@ int kr_app_watch(kr_app_t *app)
 {
     app->watch =
         kr_watch_new(app->server->loop, app->scripts, app->nscripts, 200, on_file_changed, app);
+    watch_loaded_files(app, app->vm); /* the modules of the first generation */
     return app->watch ? 0 : KR_ENOENT;
 }
 
 void kr_app_free(kr_app_t *app)
 {
+    kr__lua_log_free(app); /* first: nothing may be broadcast to hubs going away */
     kr_watch_free(app->watch);
     app->watch = NULL;
     cancel_all(app);
+    kr__lua_tasks_free(app);
     kr__lua_hubs_free(app);
     if (app->vm) {
         kr__lua_stop_timers(app->vm);

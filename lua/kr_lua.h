@@ -29,6 +29,7 @@
 typedef struct kr_app_s kr_app_t;
 typedef struct kr_vm_s kr_vm_t;
 typedef struct kr_fiber_s kr_fiber_t;
+typedef struct kr_task_reg_s kr_task_reg_t;
 
 typedef struct kr_lua_limits_s {
     uint64_t max_slice_ms;  /* CPU time a fiber may run without yielding (default 1000) */
@@ -36,6 +37,9 @@ typedef struct kr_lua_limits_s {
     size_t max_memory;      /* bytes per VM (default 256 MiB) */
     unsigned max_fibers;    /* live fibers per app (default 100000) */
     unsigned max_timers;    /* pending timers per VM (default 10000) */
+    unsigned max_tasks;     /* task records kept, running and finished (default 1000) */
+    /* how long a finished task's record is kept, in seconds (default 3600) */
+    uint64_t task_retention_s;
 } kr_lua_limits_t;
 
 #define KR_FIBER_POOL 64 /* finished fibers kept per generation for reuse */
@@ -98,6 +102,7 @@ struct kr_app_s {
     kr_hub_t **retired;       /* hubs no generation declares any more (freed with the app) */
     unsigned nretired;
     int stopping_hard;        /* tearing down: no new connection fibers */
+    kr_task_reg_t *tasks;     /* kr.task records: survive reloads (kr_lua_task.c) */
 };
 
 void kr_lua_limits_default(kr_lua_limits_t *l);
@@ -147,5 +152,9 @@ void kr__lua_hubs_adopt(kr_app_t *app, kr_vm_t *vm);
 void kr__lua_hubs_discard(kr_app_t *app, kr_vm_t *vm);
 /* kr_lua_core.c: stops every timer of a generation (reload, shutdown). */
 void kr__lua_stop_timers(kr_vm_t *vm);
+/* kr_lua_task.c: kr.task, kr.task_status, kr.task_stop; the app's task registry is freed
+ * by kr__lua_tasks_free (after the fibers were cancelled). */
+void kr__lua_open_task(lua_State *L, kr_vm_t *vm);
+void kr__lua_tasks_free(kr_app_t *app);
 
 #endif

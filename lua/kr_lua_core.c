@@ -4,6 +4,7 @@
  * Error convention (architecture B6.5): wrong types and calls in the wrong place raise;
  * operational failures return nil, err.
  */
+#include "kr_cron.h"
 #include "kr_fiber.h"
 #include "kr_log.h"
 #include "kr_lua.h"
@@ -116,6 +117,10 @@ typedef struct kr_timer_s {
     kr_fiber_t *running;
     timer_box_t *box;
     kr_list_t link; /* vm->timers */
+    int is_cron;    /* kr.cron: re-armed for the next matching second after each fire */
+    kr_cron_t cron;
+    int64_t cron_next; /* Unix second of the pending fire */
+    char *cron_expr;   /* for tostring */
 } kr_timer_t;
 
 struct timer_box_s {
@@ -131,6 +136,7 @@ static void timer_unref(kr_timer_t *t)
     if (t->box)
         t->box->t = NULL;
     kr_vm_t *vm = t->vm;
+    kr_free(t->cron_expr);
     kr_free(t);
     kr_vm_unref(vm);
 }
@@ -167,16 +173,48 @@ static void tick_done(kr_fiber_t *f, kr_fiber_status_e status, void *ud)
     timer_unref(t);
 }
 
+static void on_timer(uv_timer_t *h);
+
+/* Arms a kr.cron timer for the first matching second after the pending one (or after now, if
+ * the wall clock has moved past it: missed fires are not caught up). */
+static void cron_arm(kr_timer_t *t)
+{
+    uv_update_time(t->h.loop); /* the delay counts from now, not from the loop's cached time */
+    int64_t now_ms = kr_time_wall_ms();
+    int64_t base = now_ms / 1000 > t->cron_next ? now_ms / 1000 : t->cron_next;
+    int64_t next = kr_cron_next(&t->cron, base);
+    if (next < 0) {
+        KR_LOG(KR_LOG_WARN, "timer", "kr.cron '%s': no fire time within 50 years", t->cron_expr);
+        return;
+    }
+    t->cron_next = next;
+    int64_t delay = next * 1000 - now_ms;
+    uv_timer_start(&t->h, on_timer, delay > 0 ? (uint64_t)delay : 0, 0);
+}
+
 static void on_timer(uv_timer_t *h)
 {
     kr_timer_t *t = kr_container_of(h, kr_timer_t, h);
+    if (t->is_cron) {
+        /* The loop's clock and the wall clock differ a little (or the wall clock was set
+         * back): never run before the second it is due. */
+        int64_t early_ms = t->cron_next * 1000 - kr_time_wall_ms();
+        if (early_ms > 0) {
+            uv_timer_start(&t->h, on_timer, (uint64_t)early_ms, 0);
+            return;
+        }
+        cron_arm(t);
+    }
     if (t->running != NULL) {
         /* kr.every skips a tick while the previous run is still going (architecture). */
         KR_LOG(KR_LOG_DEBUG, "timer", "tick skipped: the previous run is still going");
         return;
     }
-    kr_fiber_t *f =
-        kr_fiber_new(t->vm, t->repeat ? "kr.every tick" : "kr.after callback", tick_done, t);
+    kr_fiber_t *f = kr_fiber_new(t->vm,
+                                 t->is_cron  ? "kr.cron tick"
+                                 : t->repeat ? "kr.every tick"
+                                             : "kr.after callback",
+                                 tick_done, t);
     if (f)
         f->background = 1;
     if (f == NULL) {
@@ -193,14 +231,9 @@ static void on_timer(uv_timer_t *h)
         kr_fiber_start(f);
 }
 
-static int new_timer(lua_State *L, int repeat)
+/* Pushes fail, message when no timer may be created now; returns 2 then, else 0. */
+static int timer_refused(lua_State *L, kr_vm_t *vm)
 {
-    kr_vm_t *vm = VM_UPVALUE(L);
-    lua_Number ms = luaL_checknumber(L, 1);
-    luaL_argcheck(L, ms >= 0 && ms < 1e12, 1, "interval out of range");
-    luaL_checktype(L, 2, LUA_TFUNCTION);
-    if (repeat)
-        luaL_argcheck(L, ms >= 1, 1, "interval must be at least 1 ms");
     if (vm->app->stopping) {
         luaL_pushfail(L);
         lua_pushliteral(L, "server stopping");
@@ -211,6 +244,12 @@ static int new_timer(lua_State *L, int repeat)
         lua_pushliteral(L, "too many pending timers");
         return 2;
     }
+    return 0;
+}
+
+/* Creates a timer running the function at index 2 and pushes its handle; not armed yet. */
+static kr_timer_t *timer_make(lua_State *L, kr_vm_t *vm, int repeat, uint64_t ms)
+{
     /* The box is Lua-owned and made first: nothing C-owned exists if it raises. */
     timer_box_t *box = lua_newuserdatauv(L, sizeof(*box), 0);
     box->t = NULL;
@@ -219,7 +258,7 @@ static int new_timer(lua_State *L, int repeat)
     t->vm = vm;
     kr_vm_ref(vm);
     t->repeat = repeat;
-    t->ms = (uint64_t)ms;
+    t->ms = ms;
     t->refs = 1;
     lua_pushvalue(L, 2);
     t->fnref = luaL_ref(L, LUA_REGISTRYINDEX);
@@ -228,7 +267,43 @@ static int new_timer(lua_State *L, int repeat)
     kr_list_insert_tail(&vm->timers, &t->link);
     vm->ntimers++;
     uv_timer_init(vm->app->server->loop, &t->h);
+    return t;
+}
+
+static int new_timer(lua_State *L, int repeat)
+{
+    kr_vm_t *vm = VM_UPVALUE(L);
+    lua_Number ms = luaL_checknumber(L, 1);
+    luaL_argcheck(L, ms >= 0 && ms < 1e12, 1, "interval out of range");
+    luaL_checktype(L, 2, LUA_TFUNCTION);
+    if (repeat)
+        luaL_argcheck(L, ms >= 1, 1, "interval must be at least 1 ms");
+    if (timer_refused(L, vm))
+        return 2;
+    kr_timer_t *t = timer_make(L, vm, repeat, (uint64_t)ms);
     uv_timer_start(&t->h, on_timer, t->ms, repeat ? t->ms : 0);
+    return 1;
+}
+
+/* kr.cron(expr, fn): like kr.every (a fiber per fire, a fire skipped while the previous run
+ * goes on), at the seconds a 6-field cron expression matches in local time (kr_cron.h). */
+static int l_kr_cron(lua_State *L)
+{
+    kr_vm_t *vm = VM_UPVALUE(L);
+    const char *expr = luaL_checkstring(L, 1);
+    luaL_checktype(L, 2, LUA_TFUNCTION);
+    kr_cron_t cron;
+    char err[KR_CRON_ERR_LEN];
+    if (kr_cron_parse(&cron, expr, err, sizeof(err)) != 0)
+        return luaL_error(L, "kr.cron: bad expression '%s': %s", expr, err);
+    if (timer_refused(L, vm))
+        return 2;
+    kr_timer_t *t = timer_make(L, vm, 1, 0);
+    t->is_cron = 1;
+    t->cron = cron;
+    t->cron_expr = kr_strdup(expr);
+    t->cron_next = kr_time_wall_ms() / 1000;
+    cron_arm(t);
     return 1;
 }
 
@@ -266,7 +341,9 @@ static int l_timer_gc(lua_State *L)
 static int l_timer_tostring(lua_State *L)
 {
     timer_box_t *box = luaL_checkudata(L, 1, TIMER_MT);
-    if (box->t && !box->t->stopped)
+    if (box->t && !box->t->stopped && box->t->is_cron)
+        lua_pushfstring(L, "kr.Timer (cron '%s')", box->t->cron_expr);
+    else if (box->t && !box->t->stopped)
         lua_pushfstring(L, "kr.Timer (%s %d ms)", box->t->repeat ? "every" : "after",
                         (int)box->t->ms);
     else
@@ -358,9 +435,13 @@ static int opt_limit(lua_State *L, const char *key, uint64_t *out, uint64_t scal
 }
 
 static const char *const limit_keys[] = {
-    "header_timeout_ms", "keepalive_timeout_ms", "max_body_bytes",    "max_request_line_bytes",
-    "max_header_bytes",  "max_header_count",     "lua_max_slice_ms",  "lua_max_memory_mb",
-    "lua_max_fibers",    "lua_max_timers",       "shutdown_grace_ms", NULL,
+    "header_timeout_ms", "keepalive_timeout_ms",
+    "max_body_bytes",    "max_request_line_bytes",
+    "max_header_bytes",  "max_header_count",
+    "lua_max_slice_ms",  "lua_max_memory_mb",
+    "lua_max_fibers",    "lua_max_timers",
+    "shutdown_grace_ms", "max_tasks",
+    "task_retention_s",  NULL,
 };
 
 static int l_kr_limits(lua_State *L)
@@ -401,6 +482,10 @@ static int l_kr_limits(lua_State *L)
         l->max_fibers = (unsigned)v;
     if (opt_limit(L, "lua_max_timers", &v, 1))
         l->max_timers = (unsigned)v;
+    if (opt_limit(L, "max_tasks", &v, 1))
+        l->max_tasks = (unsigned)(v > 0xffffffffu ? 0xffffffffu : v);
+    if (opt_limit(L, "task_retention_s", &v, 1))
+        l->task_retention_s = v;
     if (opt_limit(L, "shutdown_grace_ms", &v, 1))
         vm->shutdown_grace_ms = v;
     return 0;
@@ -424,14 +509,10 @@ static int l_kr_metrics(lua_State *L)
 {
     kr_vm_t *vm = VM_UPVALUE(L);
     kr_server_t *s = vm->app->server;
-    /* CPU percent over the whole uptime: no sampling state to keep per caller. */
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    double cpu_s = (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 +
-                   (double)ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
     double up_s = (double)(uv_now(s->loop) - s->started_ms) / 1000.0;
     lua_createtable(L, 0, 7);
-    lua_pushnumber(L, up_s > 0 ? 100.0 * cpu_s / up_s : 0.0);
+    /* The current load: CPU use over the server's last completed 1 s window (kr_server.c). */
+    lua_pushnumber(L, kr_server_cpu_percent(s));
     lua_setfield(L, -2, "cpu_percent");
     lua_pushnumber(L, rss_mb());
     lua_setfield(L, -2, "memory_mb");
@@ -451,10 +532,19 @@ static int l_kr_metrics(lua_State *L)
 /* ---- registration ----------------------------------------------------------------------- */
 
 static const luaL_Reg kr_core_funcs[] = {
-    {"sleep", l_kr_sleep},       {"yield", l_kr_yield},     {"now", l_kr_now},
-    {"clock_us", l_kr_clock_us}, {"spawn", l_kr_spawn},     {"after", l_kr_after},
-    {"every", l_kr_every},       {"log", l_kr_log},         {"listen", l_kr_listen},
-    {"limits", l_kr_limits},     {"metrics", l_kr_metrics}, {NULL, NULL},
+    {"sleep", l_kr_sleep},
+    {"yield", l_kr_yield},
+    {"now", l_kr_now},
+    {"clock_us", l_kr_clock_us},
+    {"spawn", l_kr_spawn},
+    {"after", l_kr_after},
+    {"every", l_kr_every},
+    {"cron", l_kr_cron},
+    {"log", l_kr_log},
+    {"listen", l_kr_listen},
+    {"limits", l_kr_limits},
+    {"metrics", l_kr_metrics},
+    {NULL, NULL},
 };
 
 static const luaL_Reg timer_methods[] = {

@@ -12,6 +12,17 @@
  *             send {"protocol":"json","version":1}\x1e, expect {}\x1e. --skip-negotiate upgrades
  *             at {path} directly. A message is one record (0x1E-terminated) of type 1; pings
  *             (type 6) are not counted. The client sends a ping record every 15 s.
+ *             --protocol messagepack: the handshake {"protocol":"messagepack","version":1}\x1e
+ *             still goes in a text frame and {}\x1e comes back (kestrun: in a binary frame);
+ *             after it every frame is binary and holds VarInt-framed msgpack records
+ *             (loadgen_msgpack.h); a message is a record of type 1, its latency taken from the
+ *             first argument (a number, or the key "t" of it or of its "data" map). The ping is
+ *             the binary record 02 91 06.
+ *             --transport longpolling: negotiate, then on the same keep-alive connection
+ *             GET {path}?id=<token> (answered empty at once), the handshake POST, then a loop of
+ *             held GETs: every 200 body holds whole records (JSON or MessagePack, as above),
+ *             counted as they arrive; the next GET goes out once a body has been read, so a
+ *             client receives in batches (one per round trip). No pings (none over long polling).
  *   ws        plain WebSocket upgrade at {path}; a message is one data frame (text or binary).
  *   socketio  Engine.IO v4 over WebSocket: GET /socket.io/?EIO=4&transport=websocket, receive the
  *             open packet 0{...}, send 40, receive 40{...}. Server pings "2" are answered with "3".
@@ -46,9 +57,12 @@
  * frame (or an HTTP response) is split across reads.
  *
  * Build: cc -O2 -Wall -Wextra -o loadgen loadgen.c $(pkg-config --cflags --libs libuv)
+ * (loadgen_msgpack.h is included).
  */
 #define _GNU_SOURCE
 #include <uv.h>
+
+#include "loadgen_msgpack.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -72,6 +86,17 @@
 /* ---- configuration and global state ---------------------------------------------------- */
 
 enum proto { P_SIGNALR, P_WS, P_SOCKETIO };
+enum hub_protocol { HP_JSON, HP_MSGPACK };  /* SignalR hub protocol (--protocol) */
+enum transport { T_WEBSOCKETS, T_LONGPOLL }; /* SignalR transport (--transport) */
+
+/* Long polling: where a connection is in its HTTP exchanges (after negotiate). */
+enum lp_step {
+    LP_NONE,
+    LP_FIRST,     /* first GET sent: answered 200, empty, at once */
+    LP_POST,      /* handshake POST sent */
+    LP_POLL_HEAD, /* a poll is held: waiting for its response head */
+    LP_POLL_BODY  /* reading a poll's body (body_left bytes to come) */
+};
 
 enum state {
     S_IDLE,       /* not started */
@@ -114,6 +139,8 @@ typedef struct conn {
     uint8_t closing;   /* uv_close called */
     uint8_t reconnect; /* closing to reopen for the upgrade (negotiate on its own conn) */
     uint8_t in_frag;   /* inside a fragmented data message */
+    uint8_t lp;        /* long polling: enum lp_step */
+    uint32_t body_left; /* long polling: bytes of the current poll body still to come */
     char *buf;         /* carry-over bytes (split frame or partial HTTP response) */
     uint32_t len, cap;
     char *token;   /* SignalR connection token from negotiate */
@@ -123,6 +150,8 @@ typedef struct conn {
 static struct {
     /* options */
     enum proto proto;
+    enum hub_protocol hub_protocol;
+    enum transport transport;
     const char *host;
     int port;
     const char *path;
@@ -380,6 +409,7 @@ static void send_text(conn_t *c, const char *s)
 
 static void on_connect(uv_connect_t *req, int status);
 static void on_reopen_closed(uv_handle_t *h);
+static void lp_send_first(conn_t *c);
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
 
 static void alloc_cb(uv_handle_t *h, size_t hint, uv_buf_t *b)
@@ -486,6 +516,8 @@ static void on_connect(uv_connect_t *req, int status)
     }
     if (g.proto == P_SIGNALR && !g.skip_negotiate && c->token == NULL)
         send_negotiate(c);
+    else if (g.transport == T_LONGPOLL)
+        lp_send_first(c);
     else
         send_upgrade(c);
 }
@@ -626,7 +658,9 @@ static long handle_negotiate(conn_t *c, const char *d, size_t n)
     size_t cv = 0;
     const char *conn_hdr = find_header(d, hlen, "Connection", &cv);
     int server_closes = conn_hdr && cv >= 5 && strncasecmp(conn_hdr, "close", 5) == 0;
-    if (g.negotiate_reuse && !server_closes) {
+    if (g.transport == T_LONGPOLL && !server_closes) {
+        lp_send_first(c); /* the polls go on the negotiate connection (keep-alive) */
+    } else if (g.negotiate_reuse && !server_closes) {
         send_upgrade(c);
     } else {
         /* Like the real clients: the WebSocket is a new TCP connection. */
@@ -637,12 +671,19 @@ static long handle_negotiate(conn_t *c, const char *d, size_t n)
     return (long)(hlen + blen);
 }
 
+/* The SignalR handshake record: JSON text for both hub protocols. */
+static const char *handshake_request(void)
+{
+    return g.hub_protocol == HP_MSGPACK ? "{\"protocol\":\"messagepack\",\"version\":1}\x1e"
+                                        : "{\"protocol\":\"json\",\"version\":1}\x1e";
+}
+
 static void enter_ws(conn_t *c)
 {
     switch (g.proto) {
     case P_SIGNALR:
         c->state = S_HANDSHAKE;
-        send_text(c, "{\"protocol\":\"json\",\"version\":1}\x1e");
+        send_text(c, handshake_request());
         break;
     case P_SOCKETIO:
         c->state = S_HANDSHAKE; /* wait for the open packet */
@@ -675,6 +716,150 @@ static long handle_upgrade(conn_t *c, const char *d, size_t n)
     }
     enter_ws(c);
     return (long)hlen;
+}
+
+/* ---- long polling (after negotiate, on one keep-alive connection) ----------------------- */
+
+static long records_parse(conn_t *c, const char *p, size_t n, int64_t now_us);
+
+/* GET {path}?id=<token> (a poll), or POST with body (the handshake). */
+static void lp_send(conn_t *c, int post, const char *body)
+{
+    char q[600], target[1024], req[2048];
+    snprintf(q, sizeof(q), "id=%s", c->token);
+    path_with_query(target, sizeof(target), g.path, q);
+    int n = post ? snprintf(req, sizeof(req),
+                            "POST %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: kestrun-loadgen\r\n"
+                            "Content-Type: text/plain;charset=UTF-8\r\nContent-Length: %zu\r\n\r\n%s",
+                            target, g.host_hdr, strlen(body), body)
+                 : snprintf(req, sizeof(req),
+                            "GET %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: kestrun-loadgen\r\n\r\n",
+                            target, g.host_hdr);
+    send_raw(c, req, (size_t)n);
+}
+
+static void lp_send_first(conn_t *c)
+{
+    c->state = S_HANDSHAKE;
+    c->lp = LP_FIRST;
+    lp_send(c, 0, NULL);
+}
+
+static void lp_poll(conn_t *c)
+{
+    c->lp = LP_POLL_HEAD;
+    lp_send(c, 0, NULL);
+}
+
+/* A response head on the polling connection: its status and Content-Length (0 for a 204).
+ * Returns the head's size, 0 when incomplete, -1 when c failed. */
+static long lp_head(conn_t *c, const char *d, size_t n, int *status, size_t *clen)
+{
+    const char *he = memmem(d, n, "\r\n\r\n", 4);
+    if (he == NULL)
+        return n > MAX_HTTP ? (conn_fail(c, E_HTTP, "poll: %s", "response head too large"), -1) : 0;
+    size_t hlen = (size_t)(he - d) + 4, vlen = 0;
+    *status = http_status(d);
+    *clen = 0;
+    const char *v = find_header(d, hlen, "Content-Length", &vlen);
+    if (v != NULL)
+        *clen = strtoul(v, NULL, 10);
+    else if (*status != 204)
+        return conn_fail(c, E_HTTP, "poll: %s", "no Content-Length"), -1;
+    if (*clen > MAX_FRAME)
+        return conn_fail(c, E_HTTP, "poll: %s", "body too large"), -1;
+    v = find_header(d, hlen, "Connection", &vlen);
+    if (v != NULL && vlen >= 5 && strncasecmp(v, "close", 5) == 0)
+        return conn_fail(c, E_HTTP, "poll: %s", "the server closes the connection"), -1;
+    return (long)hlen;
+}
+
+/* The answer to the first GET or to the handshake POST: 200, a small body (ignored). */
+static long lp_setup_reply(conn_t *c, const char *d, size_t n)
+{
+    int st;
+    size_t clen;
+    long hl = lp_head(c, d, n, &st, &clen);
+    if (hl <= 0)
+        return hl;
+    if (n < (size_t)hl + clen)
+        return 0;
+    if (st != 200) {
+        char msg[64];
+        snprintf(msg, sizeof(msg), "%s: status %d", c->lp == LP_FIRST ? "first poll" : "handshake POST",
+                 st);
+        conn_fail(c, E_HTTP, "long polling %s", msg);
+        return -1;
+    }
+    if (c->lp == LP_FIRST) {
+        c->lp = LP_POST;
+        lp_send(c, 1, handshake_request());
+    } else {
+        lp_poll(c); /* the handshake reply comes in the first held poll */
+    }
+    return hl + (long)clen;
+}
+
+/* The head of a held poll's answer: 200 with whole records, 200 empty (poll timeout), 204 (the
+ * server ended the connection). */
+static long lp_poll_head(conn_t *c, const char *d, size_t n)
+{
+    int st;
+    size_t clen;
+    long hl = lp_head(c, d, n, &st, &clen);
+    if (hl <= 0)
+        return hl;
+    if (st == 204) {
+        conn_fail(c, c->state == S_READY ? E_CLOSED : E_HANDSHAKE, "poll: %s", "204, the server ended the connection");
+        return -1;
+    }
+    if (st != 200) {
+        char msg[32];
+        snprintf(msg, sizeof(msg), "status %d", st);
+        conn_fail(c, E_HTTP, "poll: %s", msg);
+        return -1;
+    }
+    c->body_left = (uint32_t)clen;
+    if (clen == 0)
+        lp_poll(c);
+    else
+        c->lp = LP_POLL_BODY;
+    return hl;
+}
+
+/* Whole records of the current poll body; the next poll goes out when the body is read. */
+static long lp_poll_body(conn_t *c, const char *d, size_t n, int64_t now_us)
+{
+    size_t avail = n < c->body_left ? n : c->body_left;
+    long used = records_parse(c, d, avail, now_us);
+    if (used < 0 || c->state == S_DEAD)
+        return -1;
+    c->body_left -= (uint32_t)used;
+    if (c->body_left == 0) {
+        lp_poll(c);
+    } else if (used == 0 && avail == c->body_left) {
+        conn_fail(c, E_PROTOCOL, "poll: %s", "the body ends inside a record");
+        return -1;
+    }
+    return used;
+}
+
+/* Bytes on a long-polling connection after negotiate. Returns bytes consumed, 0 when
+ * incomplete, -1 when c failed. */
+static long lp_consume(conn_t *c, const char *d, size_t n, int64_t now_us)
+{
+    switch (c->lp) {
+    case LP_FIRST:
+    case LP_POST:
+        return lp_setup_reply(c, d, n);
+    case LP_POLL_HEAD:
+        return lp_poll_head(c, d, n);
+    case LP_POLL_BODY:
+        return lp_poll_body(c, d, n, now_us);
+    default:
+        conn_fail(c, E_PROTOCOL, "%s", "data on an idle long-polling connection");
+        return -1;
+    }
 }
 
 /* ---- messages --------------------------------------------------------------------------- */
@@ -719,18 +904,24 @@ static const char *find_key_last(const char *p, size_t n, const char *key, size_
     return NULL;
 }
 
-/* Latency of one message from its "t": field (receive time taken once per read). */
-static void count_message(conn_t *c, const char *p, size_t n, int64_t now_us)
+/* A message arrived: advances the phases; true when it falls inside the window. */
+static int in_window(void)
 {
     if (g.phase < PH_WINDOW) {
         if (g.phase == PH_WAIT_FIRST)
             window_first_message();
         if (g.phase < PH_WINDOW) {
             g.pre_window++;
-            return;
+            return 0;
         }
     }
-    if (g.phase != PH_WINDOW)
+    return g.phase == PH_WINDOW;
+}
+
+/* Latency of one message from its "t": field (receive time taken once per read). */
+static void count_message(conn_t *c, const char *p, size_t n, int64_t now_us)
+{
+    if (!in_window())
         return;
     c->msgs++;
     g.messages++;
@@ -775,6 +966,85 @@ static int record_type(const char *p, size_t n)
     return v;
 }
 
+/* One JSON record (without its 0x1E) of a handshaken connection. */
+static void json_record(conn_t *c, const char *p, size_t n, int64_t now_us)
+{
+    int type = record_type(p, n);
+    if (type == 1)
+        count_message(c, p, n, now_us);
+    else if (type == 7)
+        note_error(c, E_CLOSED, "server sent Close: %s", snip(p, n));
+}
+
+/* One MessagePack record (without its VarInt) of a handshaken connection. */
+static void mp_message(conn_t *c, const char *p, size_t n, int64_t now_us)
+{
+    int64_t t;
+    int type = mp_record((const unsigned char *)p, n, &t);
+    if (type == 1) {
+        if (!in_window())
+            return;
+        c->msgs++;
+        g.messages++;
+        if (t > 0)
+            hist_add(now_us - t);
+    } else if (type == 7) {
+        note_error(c, E_CLOSED, "server sent Close: %s", snip(p, n));
+    } else if (type < 0) {
+        note_error(c, E_PROTOCOL, "malformed MessagePack record: %s", snip(p, n));
+    }
+}
+
+/* Whole records at the start of p[0..n): the JSON handshake reply {}\x1e first, then JSON
+ * (0x1E-terminated) or MessagePack (VarInt-framed) records. Returns the bytes of the whole
+ * records (a record split across reads waits for the rest), -1 when c failed. */
+static long records_parse(conn_t *c, const char *p, size_t n, int64_t now_us)
+{
+    size_t off = 0;
+    while (off < n && c->state != S_DEAD) {
+        const char *q = p + off;
+        size_t left = n - off;
+        if (c->state == S_HANDSHAKE || g.hub_protocol == HP_JSON) {
+            const char *rs = memchr(q, 0x1e, left);
+            if (rs == NULL)
+                break;
+            size_t rl = (size_t)(rs - q);
+            if (c->state == S_HANDSHAKE) {
+                if (rl != 2 || q[0] != '{' || q[1] != '}') {
+                    conn_fail(c, E_HANDSHAKE, "signalr handshake reply: %s", snip(q, rl));
+                    return -1;
+                }
+                conn_ready(c);
+                if (c->slow)
+                    return (long)n; /* the slow client discards what came with its handshake */
+            } else if (rl > 0) {
+                json_record(c, q, rl, now_us);
+            }
+            off += rl + 1;
+            continue;
+        }
+        uint32_t len = 0;
+        int vl = mp_varint((const unsigned char *)q, left, &len);
+        if (vl < 0 || len > MAX_FRAME) {
+            conn_fail(c, E_PROTOCOL, "%s", "bad MessagePack length prefix");
+            return -1;
+        }
+        if (vl == 0 || left - (size_t)vl < len)
+            break;
+        mp_message(c, q + vl, len, now_us);
+        off += (size_t)vl + len;
+    }
+    return (long)off;
+}
+
+/* A SignalR MessagePack WebSocket frame: whole records only. */
+static void mp_frame(conn_t *c, const char *p, size_t n, int64_t now_us)
+{
+    long used = records_parse(c, p, n, now_us);
+    if (used >= 0 && (size_t)used < n && c->state != S_DEAD && !(c->slow && c->state == S_READY))
+        conn_fail(c, E_PROTOCOL, "%s", "a frame ends inside a record");
+}
+
 static void signalr_payload(conn_t *c, const char *p, size_t n, int64_t now_us)
 {
     const char *end = p + n;
@@ -792,11 +1062,7 @@ static void signalr_payload(conn_t *c, const char *p, size_t n, int64_t now_us)
                     return;
                 }
             } else if (c->state == S_READY) {
-                int type = record_type(p, rl);
-                if (type == 1)
-                    count_message(c, p, rl, now_us);
-                else if (type == 7)
-                    note_error(c, E_CLOSED, "server sent Close: %s", snip(p, rl));
+                json_record(c, p, rl, now_us);
             }
         }
         p += rl + (rs ? 1 : 0);
@@ -838,7 +1104,10 @@ static void on_data_frame(conn_t *c, int fin, const char *p, size_t n, int64_t n
 {
     switch (g.proto) {
     case P_SIGNALR:
-        signalr_payload(c, p, n, now_us);
+        if (g.hub_protocol == HP_MSGPACK)
+            mp_frame(c, p, n, now_us);
+        else
+            signalr_payload(c, p, n, now_us);
         break;
     case P_SOCKETIO:
         socketio_payload(c, p, n, now_us);
@@ -931,6 +1200,8 @@ static long consume(conn_t *c, const char *d, size_t n, int64_t now_us)
             used = handle_negotiate(c, d, n);
         else if (c->state == S_UPGRADE)
             used = handle_upgrade(c, d, n);
+        else if ((c->state == S_HANDSHAKE || c->state == S_READY) && g.transport == T_LONGPOLL)
+            used = lp_consume(c, d, n, now_us);
         else if (c->state == S_HANDSHAKE || c->state == S_READY)
             return used_total + parse_frames(c, d, n, now_us);
         else
@@ -1100,9 +1371,14 @@ static void on_hard_timeout(uv_timer_t *t)
 static void on_ping_timer(uv_timer_t *t)
 {
     (void)t;
-    for (int i = 0; i < g.total; i++)
-        if (g.conns[i].state == S_READY)
+    for (int i = 0; i < g.total; i++) {
+        if (g.conns[i].state != S_READY)
+            continue;
+        if (g.hub_protocol == HP_MSGPACK)
+            send_frame(&g.conns[i], 0x2, "\x02\x91\x06", 3);
+        else
             send_text(&g.conns[i], "{\"type\":6}\x1e");
+    }
 }
 
 /* Reopen after a negotiate done on its own connection (called when that handle closed). */
@@ -1154,14 +1430,15 @@ static void print_results(int timed_out)
     PCT(mean, g.lat_n ? (int64_t)(g.lat_sum / (double)g.lat_n + 0.5) : -1);
 #undef PCT
     const char *pn = g.proto == P_SIGNALR ? "signalr" : g.proto == P_WS ? "ws" : "socketio";
-    printf("{\"proto\":\"%s\",\"clients\":%d,\"slow\":%d,\"connected\":%d,\"slow_connected\":%d,"
+    printf("{\"proto\":\"%s\",\"protocol\":\"%s\",\"transport\":\"%s\",\"clients\":%d,\"slow\":%d,\"connected\":%d,\"slow_connected\":%d,"
            "\"alive_at_end\":%d,\"messages\":%" PRIu64 ",\"seconds\":%.3f,\"msgs_per_s\":%.0f,"
            "\"min_per_client\":%" PRIu64 ",\"max_per_client\":%" PRIu64 ","
            "\"p50_us\":%s,\"p99_us\":%s,\"p999_us\":%s,\"max_us\":%s,\"mean_us\":%s,"
            "\"lat_samples\":%" PRIu64 ",\"warmup_messages\":%" PRIu64
            ",\"connect_s\":%.3f,\"connects_per_s\":%.0f,"
            "\"loadgen_cpu_s\":%.3f,\"errors\":%" PRIu64 ",\"error_detail\":{",
-           pn, g.clients, g.slow, g.ready_readers, g.ready_slow, alive, g.messages, seconds,
+           pn, g.hub_protocol == HP_MSGPACK ? "messagepack" : "json",
+           g.transport == T_LONGPOLL ? "longpolling" : "websockets", g.clients, g.slow, g.ready_readers, g.ready_slow, alive, g.messages, seconds,
            seconds > 0 ? (double)g.messages / seconds : 0.0, minc, maxc, p50, p99, p999, pmax, mean,
            g.lat_n, g.pre_window, connect_s,
            connect_s > 0 ? (double)(g.ready_readers + g.ready_slow) / connect_s : 0.0, cpu, errors);
@@ -1187,6 +1464,8 @@ static void usage(FILE *f)
           "  --skip-negotiate      signalr: upgrade at --path directly\n"
           "  --negotiate-reuse     signalr: upgrade on the negotiate connection (default: a new "
           "one)\n"
+          "  --protocol X          signalr hub protocol: json | messagepack (default json)\n"
+          "  --transport X         signalr transport: websockets | longpolling (default websockets)\n"
           "  -n, --clients N       reading clients (default 100)\n"
           "  --slow K              extra clients that handshake, then never read (default 0)\n"
           "  --slow-rcvbuf B       SO_RCVBUF of the slow clients, 0 = the system's (default 4096)\n"
@@ -1220,6 +1499,8 @@ int main(int argc, char **argv)
         OPT_PATH,
         OPT_SKIP,
         OPT_REUSE,
+        OPT_HUBPROTO,
+        OPT_TRANSPORT,
         OPT_SLOW,
         OPT_SLOWBUF,
         OPT_CONC,
@@ -1237,6 +1518,8 @@ int main(int argc, char **argv)
                                          {"path", 1, 0, OPT_PATH},
                                          {"skip-negotiate", 0, 0, OPT_SKIP},
                                          {"negotiate-reuse", 0, 0, OPT_REUSE},
+                                         {"protocol", 1, 0, OPT_HUBPROTO},
+                                         {"transport", 1, 0, OPT_TRANSPORT},
                                          {"clients", 1, 0, 'n'},
                                          {"slow", 1, 0, OPT_SLOW},
                                          {"slow-rcvbuf", 1, 0, OPT_SLOWBUF},
@@ -1289,6 +1572,22 @@ int main(int argc, char **argv)
         case OPT_REUSE:
             g.negotiate_reuse = 1;
             break;
+        case OPT_HUBPROTO:
+            if (strcmp(optarg, "json") == 0)
+                g.hub_protocol = HP_JSON;
+            else if (strcmp(optarg, "messagepack") == 0 || strcmp(optarg, "msgpack") == 0)
+                g.hub_protocol = HP_MSGPACK;
+            else
+                die("--protocol: json or messagepack");
+            break;
+        case OPT_TRANSPORT:
+            if (strcmp(optarg, "websockets") == 0 || strcmp(optarg, "ws") == 0)
+                g.transport = T_WEBSOCKETS;
+            else if (strcmp(optarg, "longpolling") == 0 || strcmp(optarg, "lp") == 0)
+                g.transport = T_LONGPOLL;
+            else
+                die("--transport: websockets or longpolling");
+            break;
         case 'n':
             g.clients = (int)parse_num("--clients", optarg, 1, 19900);
             break;
@@ -1337,6 +1636,10 @@ int main(int argc, char **argv)
         usage(stderr);
         return 2;
     }
+    if (g.proto != P_SIGNALR && (g.hub_protocol != HP_JSON || g.transport != T_WEBSOCKETS))
+        die("--protocol and --transport apply to --proto signalr only");
+    if (g.transport == T_LONGPOLL && (g.skip_negotiate || g.slow > 0))
+        die("--transport longpolling needs negotiate and takes no --slow clients");
     if (g.path == NULL)
         g.path = g.proto == P_SIGNALR ? "/runtime"
                  : g.proto == P_WS    ? "/"
@@ -1383,7 +1686,7 @@ int main(int argc, char **argv)
     uv_timer_init(g.loop, &g.ping_timer);
     uv_timer_start(&g.hard_timer, on_hard_timeout, (uint64_t)(g.timeout * 1000), 0);
     uv_timer_start(&g.phase_timer, on_connect_timeout, (uint64_t)(g.connect_timeout * 1000), 0);
-    if (g.proto == P_SIGNALR)
+    if (g.proto == P_SIGNALR && g.transport == T_WEBSOCKETS) /* no pings over long polling */
         uv_timer_start(&g.ping_timer, on_ping_timer, SIGNALR_PING_MS, SIGNALR_PING_MS);
 
     g.t_connect_start = mono_ns();

@@ -34,6 +34,9 @@
 #   RAW_PROTO=signalr the loadgen protocol against raw/raw-batch (signalr: the same client work
 #                     as against kestrun; ws: plain frames)
 #   CONCURRENCY=200   loadgen: connections being set up at once
+#   PROTOCOL=json     kestrun only: the SignalR hub protocol, json or messagepack
+#   TRANSPORT=websockets  kestrun only: websockets or longpolling (fanout, latency, idle,
+#                     connect; not slow). The peers have no equivalent of these wire formats
 #   SERVER_CPU=0 CLIENT_CPU=1   cores for the server and the load generator (taskset)
 #   KESTRUN=build/kestrun       the binary under test
 #   FANOUT_BIN=build/fanout     where loadgen and raw_ceiling are built (make -C bench/fanout)
@@ -43,8 +46,8 @@
 # over the window), cpu_s_per_million (server CPU s per million deliveries counted by the
 # clients), cpu_us_per_conn (connect), rss_base_kb, rss_kb, rss_hwm_kb, bytes_per_conn (idle),
 # server_alive, server_stats (the server's GET /stats: broadcasts, skipped/failed sends; null for
-# raw), then every field of the loadgen's JSON (msgs_per_s, p50_us, p99_us, p999_us,
-# connected, errors, loadgen_cpu_s, ...). A server_cpu_pct well under ~95 in fanout means the
+# raw), then every field of the loadgen's JSON (protocol, transport, msgs_per_s, p50_us, p99_us,
+# p999_us, connected, errors, loadgen_cpu_s, ...). A server_cpu_pct well under ~95 in fanout means the
 # server was not the bottleneck (compare loadgen_cpu_s / seconds).
 #
 # Bounded: every wait has a time limit, the loadgen has its own hard timeout, and everything
@@ -54,7 +57,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 
-usage() { sed -n '2,40p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,43p' "$0" | sed 's/^# \{0,1\}//'; }
 (($# >= 2 && $# <= 3)) || { usage >&2; exit 2; }
 SERVER=$1 SCENARIO=$2 N=${3:-1000}
 
@@ -68,6 +71,8 @@ SLOW=${SLOW:-1}
 BATCH=${BATCH:-16}
 RAW_PROTO=${RAW_PROTO:-signalr}
 CONCURRENCY=${CONCURRENCY:-200}
+PROTOCOL=${PROTOCOL:-json}
+TRANSPORT=${TRANSPORT:-websockets}
 SERVER_CPU=${SERVER_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
 KESTRUN=${KESTRUN:-$repo/build/kestrun}
@@ -82,6 +87,12 @@ if ! [[ $N =~ ^[0-9]+$ ]] || ((N < 1 || N > 19800)); then die "N must be 1..1980
 awk -v d="$DURATION" 'BEGIN { exit !(d > 0 && d <= 600) }' || die "DURATION must be in (0, 600]"
 case $SCENARIO in fanout | latency | slow | idle | connect) ;; *) die "unknown scenario '$SCENARIO'" ;; esac
 ((SERVER_CPU < $(nproc) && CLIENT_CPU < $(nproc))) || die "need cores $SERVER_CPU and $CLIENT_CPU"
+case $PROTOCOL in json | messagepack) ;; *) die "PROTOCOL must be json or messagepack" ;; esac
+case $TRANSPORT in websockets | longpolling) ;; *) die "TRANSPORT must be websockets or longpolling" ;; esac
+if [[ $PROTOCOL != json || $TRANSPORT != websockets ]]; then
+  [[ $SERVER == kestrun ]] || die "PROTOCOL/TRANSPORT other than json/websockets: kestrun only (the peers have no equivalent)"
+  [[ $SCENARIO != slow || $TRANSPORT == websockets ]] || die "the slow scenario needs TRANSPORT=websockets"
+fi
 
 # --- build and dependencies ----------------------------------------------------------------
 make -s -C "$here" OUT="$FANOUT_BIN" >&2
@@ -138,7 +149,7 @@ for _ in $(seq 100); do
 done
 [[ -s $run/port ]] || die "$SERVER did not write its port within 10 s"
 port=$(head -1 "$run/port")
-log "$SERVER listening on 127.0.0.1:$port (pid $spid, cpu $SERVER_CPU); $SCENARIO, N=$N"
+log "$SERVER listening on 127.0.0.1:$port (pid $spid, cpu $SERVER_CPU); $SCENARIO, N=$N, $proto $PROTOCOL/$TRANSPORT"
 
 clk_tck=$(getconf CLK_TCK)
 cpu_ticks() { # utime + stime of the whole process (all threads)
@@ -157,6 +168,7 @@ rss_base=$(status_kb VmRSS)
 # --- the load generator --------------------------------------------------------------------
 lg=("$FANOUT_BIN/loadgen" --proto "$proto" --port "$port" -n "$N" --concurrency "$CONCURRENCY"
     --duration "$DURATION" --warmup "$WARMUP")
+[[ $proto == signalr ]] && lg+=(--protocol "$PROTOCOL" --transport "$TRANSPORT")
 case $SCENARIO in
   slow) lg+=(--slow "$SLOW") ;;
   idle | connect) lg+=(--conns-only) ;;
