@@ -1055,6 +1055,8 @@ EOF
     section routes "## HTTP routes" "Not measured yet: run \`bench/run.sh routes\`."
     section fanout "## SignalR broadcast fan-out" "Not measured yet: run \`bench/run.sh fanout\`."
     section fanout-wire "## SignalR wire formats" "Not measured yet: run \`bench/run.sh fanout-wire\`."
+    # measured by bench/fanout/run_backplane.sh (not a run.sh scenario yet): kept as written
+    section backplane "## Fan-out through the Redis backplane" "Not measured yet: see \`bench/fanout/run_backplane.sh\`."
     versions_report
   } >"$tmp"
   mkdir -p "$(dirname "$OUT")"

@@ -16,6 +16,7 @@
 #define KR_CONN_H
 
 #include "kr_buf.h"
+#include "kr_ipcap.h"
 #include "kr_list.h"
 
 typedef struct kr_conn_s kr_conn_t;
@@ -71,14 +72,34 @@ struct kr_conn_s {
     uint64_t queued_since_ms; /* loop time when the queue last went from empty to non-empty */
     int slow_consumer;     /* over hard_limit: closing at the next flush */
     uint64_t deadline_ms;  /* loop time at which on_timeout fires; 0 = none */
+    kr_ipkey_t ipkey;      /* the client as the per-IP connection cap counts it (kr_ipcap.h) */
+    int ip_counted;        /* ipkey is counted in server->ipcap (released when closing) */
     kr_list_t link;        /* server->conns */
     kr_list_t pending;     /* server->pending_writes */
     char remote_addr[64];
+    /* The bytes came over TLS (set by the TLS listener when it accepts; 0 on plain TCP).
+     * Authentication uses it: Basic credentials are refused on plain HTTP by default. */
+    int secure;
+    /* TLS (kr_tls.h): NULL on plain TCP. Set, the socket carries ciphertext: reads go through
+     * tls into rbuf as usual, and the flush encrypts outq into tls->out, which is what gets
+     * written. Everything above this layer sees plaintext either way. */
+    struct kr_tls_conn_s *tls;
+    int tls_pump; /* plaintext may be waiting inside tls: decrypt it at the next flush */
 };
 
 /* Called by the server's listener: accepts one connection on server with the given
  * protocol. Returns the connection (reading) or NULL if accept failed. */
 kr_conn_t *kr_conn_accept(kr_server_t *server, uv_stream_t *listener, const kr_conn_proto_t *proto);
+
+/* Makes c (just accepted, nothing read yet) a TLS server connection on ctx's current
+ * certificate. Returns 0, or KR_ENOMEM (the caller closes c). */
+struct kr_tls_ctx_s;
+int kr_conn_start_tls(kr_conn_t *c, struct kr_tls_ctx_s *ctx);
+
+/* Refuses c, just accepted (connection caps): reads and drops what the client already sent,
+ * writes answer if n > 0 (best effort, one non-blocking write, nothing queued; never on TLS)
+ * and closes at once. */
+void kr__conn_refuse(kr_conn_t *c, const char *answer, size_t n);
 
 void kr_conn_ref(kr_conn_t *c);
 void kr_conn_unref(kr_conn_t *c);

@@ -86,9 +86,35 @@ void kr_http_req_unref(kr_http_req_t *req)
     if (--req->refs > 0)
         return;
     kr_buf_unref(req->body);
+    for (unsigned i = 0; i < req->nextra_headers; i++)
+        kr_free((void *)req->extra_headers[i].name); /* name and value share one block */
+    kr_free(req->extra_headers);
     kr_free(req->_priv); /* the head arena: target, path and header strings */
     kr_free(req->headers);
     kr_free(req);
+}
+
+void kr_http_req_add_response_header(kr_http_req_t *req, const char *name, const char *value)
+{
+    size_t nlen = strlen(name), vlen = strlen(value);
+    char *block = kr_malloc(nlen + vlen + 2);
+    memcpy(block, name, nlen + 1);
+    memcpy(block + nlen + 1, value, vlen + 1);
+    req->extra_headers =
+        kr_realloc(req->extra_headers, sizeof(*req->extra_headers) * (req->nextra_headers + 1));
+    req->extra_headers[req->nextra_headers++] =
+        (kr_http_header_t){block, block + nlen + 1, nlen, vlen};
+}
+
+void kr_http_req_put_extra_headers(const kr_http_req_t *req, kr_sbuf_t *sb)
+{
+    for (unsigned i = 0; i < req->nextra_headers; i++) {
+        const kr_http_header_t *h = &req->extra_headers[i];
+        kr_sbuf_append(sb, h->name, h->name_len);
+        kr_sbuf_append(sb, ": ", 2);
+        kr_sbuf_append(sb, h->value, h->value_len);
+        kr_sbuf_append(sb, "\r\n", 2);
+    }
 }
 
 const char *kr_http_req_header(const kr_http_req_t *req, const char *name, size_t *len)
@@ -540,6 +566,16 @@ static kr_buf_t *build_head(kr_http_req_t *req, int status, const kr_http_header
             (h->name_len == 17 && kr_strncasecmp(h->name, "transfer-encoding", 17) == 0) ||
             (h->name_len == 10 && kr_strncasecmp(h->name, "connection", 10) == 0))
             continue;
+        kr_sbuf_append(&sb, h->name, h->name_len);
+        kr_sbuf_append(&sb, ": ", 2);
+        kr_sbuf_append(&sb, h->value, h->value_len);
+        kr_sbuf_append(&sb, "\r\n", 2);
+    }
+    for (unsigned i = 0; i < req->nextra_headers; i++) {
+        const kr_http_header_t *h = &req->extra_headers[i];
+        if (!(h->name_len == 4 && kr_strncasecmp(h->name, "vary", 4) == 0) &&
+            has_header(headers, n, h->name, h->name_len))
+            continue; /* the response's own header wins */
         kr_sbuf_append(&sb, h->name, h->name_len);
         kr_sbuf_append(&sb, ": ", 2);
         kr_sbuf_append(&sb, h->value, h->value_len);

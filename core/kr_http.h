@@ -66,12 +66,25 @@ struct kr_http_req_s {
     int chunked;            /* the started response uses chunked encoding */
     kr_http_drain_cb on_drain;
     void *drain_ud;
+    /* Headers every response of this request carries (CORS), whoever writes it: see
+     * kr_http_req_add_response_header. Owned by the request. */
+    kr_http_header_t *extra_headers;
+    unsigned nextra_headers;
     /* parser scratch, private to kr_http.c */
     void *_priv;
 };
 
 /* Headers: case-insensitive lookup; returns the value (NUL-terminated) or NULL. */
 const char *kr_http_req_header(const kr_http_req_t *req, const char *name, size_t *len);
+
+/* Adds a header (copied) to every response of req, before it is started: kr_http_respond*
+ * emit it after the caller's headers, unless the caller already sets one of that name (the
+ * caller wins), except Vary, which is a list and is always added. For request-wide policies
+ * such as CORS, so code that answers (hubs, static files, errors) needs no change. The name
+ * must be a token and the value free of CR, LF and NUL (the caller checks). */
+void kr_http_req_add_response_header(kr_http_req_t *req, const char *name, const char *value);
+/* Appends those headers as "Name: value\r\n" lines, for a head written by hand (SSE). */
+void kr_http_req_put_extra_headers(const kr_http_req_t *req, kr_sbuf_t *sb);
 
 void kr_http_req_ref(kr_http_req_t *req);
 void kr_http_req_unref(kr_http_req_t *req);

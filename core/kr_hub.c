@@ -118,6 +118,7 @@ void kr_sr_conn_unref(kr_sr_conn_t *c)
     kr_free(c->close_error);
     kr_free(c->groups);
     kr_free(c->user);
+    kr_free(c->claims);
     kr_free(c);
 }
 
@@ -129,6 +130,32 @@ const char *kr_sr_conn_id(const kr_sr_conn_t *c)
 const char *kr_sr_conn_user(const kr_sr_conn_t *c)
 {
     return c->user;
+}
+
+const char *kr_sr_conn_claims(const kr_sr_conn_t *c)
+{
+    return c->claims;
+}
+
+/* The connection's user, fixed by the request that created it (negotiate, or a WebSocket
+ * upgrade with skipNegotiation). */
+static void set_principal(kr_sr_conn_t *c, const kr_hub_principal_t *p)
+{
+    if (p == NULL)
+        return;
+    c->user = p->name ? kr_strdup(p->name) : NULL;
+    c->claims = p->claims_json ? kr_strdup(p->claims_json) : NULL;
+    c->close_at_ms = p->close_at_ms;
+}
+
+/* A transport request must come from the user its connection was created for (as ASP.NET
+ * Core compares Identity.Name; anonymous only matches anonymous). */
+static int same_user(const kr_sr_conn_t *c, const kr_hub_principal_t *p)
+{
+    const char *name = p ? p->name : NULL;
+    if (c->user == NULL || name == NULL)
+        return c->user == NULL && name == NULL;
+    return strcmp(c->user, name) == 0;
 }
 
 kr_hub_t *kr_sr_conn_hub(const kr_sr_conn_t *c)
@@ -265,6 +292,21 @@ int kr_hub_group_remove(kr_hub_t *hub, kr_sr_conn_t *c, const char *name, size_t
         return 0;
     }
     return 0;
+}
+
+/* A connected client of an authenticated user joins that user's set (kr_hub_send_user). */
+static void user_join(kr_hub_t *hub, kr_sr_conn_t *c)
+{
+    if (c->user == NULL || c->user_m.g != NULL)
+        return;
+    size_t len = strlen(c->user);
+    group_t *g = kr_map_get(&hub->users, c->user, len);
+    if (g == NULL) {
+        g = kr_calloc(1, sizeof(*g));
+        g->name = kr_strndup(c->user, len);
+        kr_map_put(&hub->users, g->name, len, g);
+    }
+    group_insert(g, c, &c->user_m);
 }
 
 static void leave_all(kr_sr_conn_t *c)
@@ -780,6 +822,7 @@ static void handle_handshake(kr_sr_conn_t *c, const char *rec, size_t len)
     c->state = SR_CONNECTED;
     c->connected_once = 1;
     hub->nconnected++;
+    user_join(hub, c);
     KR_LOG(KR_LOG_INFO, "hub", "%s: %s connected (%s, %s%s)", hub->path, c->id,
            transport_name(c->transport), protocol, c->stateful ? ", stateful reconnect" : "");
     if (hub->app.connected)
@@ -1224,6 +1267,15 @@ static void on_tick(uv_timer_t *t)
                 handshake_fail(c, "Handshake was canceled.");
             break;
         case SR_CONNECTED:
+            if (c->close_at_ms != 0 && (int64_t)kr_time_wall_ms() >= c->close_at_ms) {
+                /* CloseOnAuthenticationExpiration: a Close without error that allows a
+                 * reconnect (with fresh credentials), as ASP.NET Core sends. */
+                KR_LOG(KR_LOG_INFO, "hub", "%s: %s credentials expired: closing", hub->path,
+                       c->id);
+                c->close_at_ms = 0;
+                kr_sr_conn_close(c, NULL, 1);
+                break;
+            }
             if (c->detached) {
                 if (now - c->detached_ms >= hub->opts.disconnect_timeout_ms)
                     conn_ended(c, "the client did not reconnect");
@@ -1307,7 +1359,7 @@ static void respond_json(kr_http_req_t *req, kr_sbuf_t *sb)
     kr_http_respond(req, 200, h, 2, kr_sbuf_finish(sb));
 }
 
-static void negotiate(kr_hub_t *hub, kr_http_req_t *req)
+static void negotiate(kr_hub_t *hub, kr_http_req_t *req, const kr_hub_principal_t *p)
 {
     if (req->method != KR_M_POST) {
         kr_http_header_t h = {"Allow", "POST", 5, 4};
@@ -1352,6 +1404,7 @@ static void negotiate(kr_hub_t *hub, kr_http_req_t *req)
             version = 1;
     }
     kr_sr_conn_t *c = conn_new(hub, version >= 1);
+    set_principal(c, p);
     kr_sbuf_printf(&sb, "{\"negotiateVersion\":%ld,\"connectionId\":\"%s\"", version, c->id);
     if (version >= 1)
         kr_sbuf_printf(&sb, ",\"connectionToken\":\"%s\"", c->token);
@@ -1412,8 +1465,9 @@ static void start_sse(kr_hub_t *hub, kr_http_req_t *req, kr_sr_conn_t *c)
     kr_sbuf_init(&sb, 256);
     kr_sbuf_puts(&sb, "HTTP/1.1 200 OK\r\nServer: kestrun\r\nDate: ");
     kr_sbuf_puts(&sb, kr_server_date(hub->server));
-    kr_sbuf_puts(&sb, "\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
-                      "Connection: close\r\n\r\n:\r\n");
+    kr_sbuf_puts(&sb, "\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n");
+    kr_http_req_put_extra_headers(req, &sb); /* CORS */
+    kr_sbuf_puts(&sb, "Connection: close\r\n\r\n:\r\n");
     kr_conn_t *conn = req->conn;
     if (conn == NULL || kr_conn_write(conn, kr_sbuf_finish(&sb)) != 0)
         return;
@@ -1590,11 +1644,14 @@ static kr_ws_t *accept_websocket(kr_hub_t *hub, kr_http_req_t *req, kr_sr_conn_t
     return kr_ws_accept(req, &ws_handler, c, &wo);
 }
 
-static void start_websocket(kr_hub_t *hub, kr_http_req_t *req, kr_sr_conn_t *c)
+static void start_websocket(kr_hub_t *hub, kr_http_req_t *req, kr_sr_conn_t *c,
+                            const kr_hub_principal_t *p)
 {
     int fresh = c == NULL;
-    if (fresh)
+    if (fresh) {
         c = conn_new(hub, 0); /* skipNegotiation */
+        set_principal(c, p);
+    }
     kr_ws_t *ws = accept_websocket(hub, req, c);
     if (ws == NULL) {
         if (fresh)
@@ -1659,22 +1716,48 @@ static int accepts_event_stream(const kr_http_req_t *req)
     return accept != NULL && strstr(accept, "text/event-stream") != NULL;
 }
 
+static int is_negotiate_path(const kr_hub_t *hub, const kr_http_req_t *req)
+{
+    return req->path_len == hub->path_len + 10 &&
+           memcmp(req->path, hub->path, hub->path_len) == 0 &&
+           memcmp(req->path + hub->path_len, "/negotiate", 10) == 0;
+}
+
+static void handle_endpoint(kr_hub_t *hub, kr_http_req_t *req, const kr_hub_principal_t *p);
+
 int kr_hub_handle_http(kr_hub_t *hub, kr_http_req_t *req)
 {
-    int is_negotiate = 0;
-    if (req->path_len == hub->path_len + 10 &&
-        memcmp(req->path, hub->path, hub->path_len) == 0 &&
-        memcmp(req->path + hub->path_len, "/negotiate", 10) == 0)
-        is_negotiate = 1;
-    else if (!(req->path_len == hub->path_len && memcmp(req->path, hub->path, hub->path_len) == 0))
+    if (!is_negotiate_path(hub, req) &&
+        !(req->path_len == hub->path_len && memcmp(req->path, hub->path, hub->path_len) == 0))
         return 0;
     if (hub->shutting_down) {
         respond_text(req, 503, "Server stopping");
         return 1;
     }
-    if (is_negotiate) {
-        negotiate(hub, req);
-        return 1;
+    if (hub->app.authorize)
+        hub->app.authorize(hub, req, hub->app_ud); /* it calls kr_hub_http_continue */
+    else
+        handle_endpoint(hub, req, NULL);
+    return 1;
+}
+
+void kr_hub_http_continue(kr_hub_t *hub, kr_http_req_t *req, const kr_hub_principal_t *p)
+{
+    if (req->conn == NULL || req->head_sent)
+        return;
+    if (hub->shutting_down) {
+        respond_text(req, 503, "Server stopping");
+        return;
+    }
+    handle_endpoint(hub, req, p);
+}
+
+/* Negotiate and the transports, for a request whose user is p (NULL: anonymous). */
+static void handle_endpoint(kr_hub_t *hub, kr_http_req_t *req, const kr_hub_principal_t *p)
+{
+    if (is_negotiate_path(hub, req)) {
+        negotiate(hub, req, p);
+        return;
     }
     char id[ID_LEN + 8];
     long idlen = query_param(req, "id", id, sizeof(id));
@@ -1683,6 +1766,12 @@ int kr_hub_handle_http(kr_hub_t *hub, kr_http_req_t *req)
         c = kr_map_get(&hub->by_token, id, (size_t)idlen);
     else if (idlen == -2)
         idlen = 1; /* an id too long to exist: "No Connection with that ID" below */
+    if (c != NULL && c->state < SR_CLOSED && !same_user(c, p)) {
+        KR_LOG(KR_LOG_WARN, "hub", "%s: %s: a transport request from another user: 403",
+               hub->path, c->id);
+        respond_text(req, 403, "Forbidden");
+        return;
+    }
     int is_ws = kr_http_req_header(req, "upgrade", NULL) != NULL;
     if (req->method == KR_M_GET && is_ws) {
         if (!(hub->opts.transports & KR_SR_TRANSPORT_WS)) {
@@ -1695,14 +1784,14 @@ int kr_hub_handle_http(kr_hub_t *hub, kr_http_req_t *req)
         } else if (c != NULL && c->state != SR_NEGOTIATED) {
             respond_text(req, 409, "Connection already has a transport");
         } else {
-            start_websocket(hub, req, c);
+            start_websocket(hub, req, c, p);
         }
-        return 1;
+        return;
     }
     if (req->method != KR_M_GET && req->method != KR_M_POST && req->method != KR_M_DELETE) {
         kr_http_header_t h = {"Allow", "GET, POST, DELETE", 5, 17};
         kr_http_respond(req, 405, &h, 1, NULL);
-        return 1;
+        return;
     }
     if (idlen <= 0) {
         respond_text(req, 400, "Connection ID required");
@@ -1746,7 +1835,6 @@ int kr_hub_handle_http(kr_hub_t *hub, kr_http_req_t *req)
         /* A negotiated connection has no transport yet: nothing can be sent or deleted. */
         respond_text(req, 404, "No Connection with that ID");
     }
-    return 1;
 }
 
 /* ---- the hub ---------------------------------------------------------------------------- */

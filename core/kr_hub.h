@@ -63,8 +63,26 @@ typedef struct kr_hub_opts_s {
 
 void kr_hub_opts_default(kr_hub_opts_t *o);
 
+/* Who sent a hub HTTP request, as the app's authorize callback decided (kr_hub_http_continue).
+ * The connection a request creates (negotiate, or a WebSocket upgrade with skipNegotiation)
+ * keeps it for its whole life: name joins kr_hub_send_user's users, claims_json is what the
+ * app reads back with kr_sr_conn_claims. Every later transport request of that connection
+ * must come from the same name (NULL: anonymous), else it gets 403. */
+typedef struct kr_hub_principal_s {
+    const char *name;        /* NULL: anonymous */
+    const char *claims_json; /* a JSON object (copied), or NULL */
+    int64_t close_at_ms;     /* wall clock (ms since the epoch) at which a connected client is
+                                closed because its credentials expired; 0: never */
+} kr_hub_principal_t;
+
 /* Callbacks into the layer above. All optional; ud is the pointer given to kr_hub_new. */
 typedef struct kr_hub_app_s {
+    /* Every HTTP request to the hub (negotiate and each transport request: WebSocket upgrade,
+     * SSE GET, long-polling GET/POST/DELETE) goes here first when set. The app authenticates
+     * it and then, exactly once, now or later (from a fiber), either calls
+     * kr_hub_http_continue(hub, req, principal) or answers req itself (401, 403). It holds a
+     * reference on req while it works. */
+    void (*authorize)(kr_hub_t *hub, kr_http_req_t *req, void *ud);
     /* A client invocation. Return 0 after taking it (then call kr_sr_conn_complete exactly
      * once, now or later, with msg->invocation_id copied), or KR_ENOENT when the method is
      * unknown (the built-ins are tried next). msg is valid only during the call. */
@@ -98,6 +116,9 @@ const kr_hub_opts_t *kr_hub_opts(const kr_hub_t *hub);
 /* Answers req when its path belongs to the hub ({path}, {path}/negotiate). Returns 1 when it
  * took the request, 0 when the path is not the hub's. */
 int kr_hub_handle_http(kr_hub_t *hub, kr_http_req_t *req);
+/* The second half of kr_hub_handle_http once app->authorize accepted req (p NULL: anonymous).
+ * Does nothing when req's connection is gone; 503 when the hub is shutting down. */
+void kr_hub_http_continue(kr_hub_t *hub, kr_http_req_t *req, const kr_hub_principal_t *p);
 
 /* Graceful shutdown: every connected client gets serverShutdown("Server stopping") and a
  * Close with allowReconnect, then its transport closes. */
@@ -128,6 +149,7 @@ void kr_sr_conn_ref(kr_sr_conn_t *c);
 void kr_sr_conn_unref(kr_sr_conn_t *c);
 const char *kr_sr_conn_id(const kr_sr_conn_t *c);
 const char *kr_sr_conn_user(const kr_sr_conn_t *c); /* NULL when anonymous */
+const char *kr_sr_conn_claims(const kr_sr_conn_t *c); /* JSON object text, or NULL */
 kr_hub_t *kr_sr_conn_hub(const kr_sr_conn_t *c);
 int kr_sr_conn_is_open(const kr_sr_conn_t *c); /* connected and not closing */
 /* Finishes an invocation taken by app->invoke. invocation_id NULL: fire-and-forget, nothing

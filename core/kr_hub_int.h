@@ -65,6 +65,8 @@ struct kr_sr_conn_s {
     kr_http_req_t *held_post; /* a POST answered only once its bytes are consumed (back-pressure) */
     kr_list_t resume_link;    /* hub->resume_ready: reading may resume at the next turn */
     char *user;
+    char *claims;        /* the principal's claims as JSON (kr_sr_conn_claims), or NULL */
+    int64_t close_at_ms; /* wall clock: close when the credentials expire (0: never) */
     membership_t user_m; /* g == NULL when anonymous */
     membership_t *groups;
     unsigned ngroups, capgroups;

@@ -209,3 +209,56 @@ void kr_log_write(kr_log_level_e level, const char *source, const char *fields_j
         lg.sink_held--;
     }
 }
+
+/* ---- redaction ------------------------------------------------------------------------ */
+
+static int sensitive_name(const char *k, size_t n)
+{
+    static const char *const exact[] = {"access_token", "id", NULL};
+    static const char *const parts[] = {"token", "key", "secret", "password", "passwd", "auth",
+                                        "sig", "code", NULL};
+    for (int i = 0; exact[i]; i++)
+        if (strlen(exact[i]) == n && kr_strncasecmp(k, exact[i], n) == 0)
+            return 1;
+    for (int i = 0; parts[i]; i++) {
+        size_t pl = strlen(parts[i]);
+        for (size_t j = 0; j + pl <= n; j++)
+            if (kr_strncasecmp(k + j, parts[i], pl) == 0)
+                return 1;
+    }
+    return 0;
+}
+
+const char *kr_log_redact_target(const char *target, char *buf, size_t buflen)
+{
+    if (buflen == 0)
+        return buf;
+    kr_sbuf_t sb;
+    kr_sbuf_init(&sb, 128);
+    const char *q = target ? strchr(target, '?') : NULL;
+    if (q == NULL) {
+        kr_sbuf_puts(&sb, target ? target : "");
+    } else {
+        kr_sbuf_append(&sb, target, (size_t)(q + 1 - target));
+        const char *p = q + 1;
+        while (*p) {
+            const char *amp = strchr(p, '&');
+            const char *end = amp ? amp : p + strlen(p);
+            const char *eq = memchr(p, '=', (size_t)(end - p));
+            if (eq && sensitive_name(p, (size_t)(eq - p))) {
+                kr_sbuf_append(&sb, p, (size_t)(eq + 1 - p));
+                kr_sbuf_puts(&sb, "***");
+            } else {
+                kr_sbuf_append(&sb, p, (size_t)(end - p));
+            }
+            if (amp)
+                kr_sbuf_putc(&sb, '&');
+            p = amp ? amp + 1 : end;
+        }
+    }
+    size_t n = kr_sbuf_len(&sb) < buflen - 1 ? kr_sbuf_len(&sb) : buflen - 1;
+    memcpy(buf, kr_sbuf_data(&sb), n);
+    buf[n] = '\0';
+    kr_sbuf_dispose(&sb);
+    return buf;
+}

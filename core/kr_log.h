@@ -98,6 +98,13 @@ void kr_log_format_line(kr_sbuf_t *sb, kr_log_format_e fmt, int64_t ts_ms, kr_lo
 void kr_log_write(kr_log_level_e level, const char *source, const char *fields_json,
                   const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 
+/* A request target safe to log: the value of every query parameter that may carry a secret
+ * (access_token, id (the connection token), and any name containing token, key, secret,
+ * password, passwd, auth, sig or code, case-insensitively) becomes "***". Writes into buf
+ * (truncated to buflen, always NUL-terminated) and returns buf. Every log line that shows a
+ * URL goes through it (docs/security.md: what is never logged). */
+const char *kr_log_redact_target(const char *target, char *buf, size_t buflen);
+
 #define KR_LOG(level, source, ...)                                                                 \
     do {                                                                                           \
         if ((level) >= kr_log_min_level)                                                           \

@@ -2,12 +2,17 @@
  * shutdown (see kr_server.h). */
 #include "kr_server.h"
 #include "kr_log.h"
+#include "kr_tls.h"
 
 #include <errno.h>
+#include <netinet/in.h>
 #include <stdio.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #define SWEEP_MS 100
+#define STR_(x) #x
+#define STR(x) STR_(x)
 
 extern const kr_conn_proto_t kr_http_proto; /* kr_http.c: the protocol of new connections */
 
@@ -23,6 +28,25 @@ void kr_server_init(kr_server_t *s, uv_loop_t *loop)
     s->cpu_window_ms = s->started_ms;
     s->cpu_window_ns = kr_process_cpu_ns();
     s->cpu_percent = -1;
+    kr_conn_caps_default(&s->caps);
+    kr_ipcap_init(&s->ipcap);
+}
+
+void kr_conn_caps_default(kr_conn_caps_t *caps)
+{
+    uint64_t nofile = 1024;
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0)
+        nofile = rl.rlim_cur == RLIM_INFINITY ? (1u << 20) : (uint64_t)rl.rlim_cur;
+    if (nofile > (1u << 20))
+        nofile = 1u << 20;
+    uint64_t reserve = nofile / 16;
+    if (reserve < 32)
+        reserve = 32;
+    if (reserve > 1024)
+        reserve = 1024;
+    caps->max_connections = nofile > reserve + 1 ? (unsigned)(nofile - reserve) : 1;
+    caps->max_connections_per_ip = 0;
 }
 
 /* ---- CPU sampler ------------------------------------------------------------------------ */
@@ -71,24 +95,134 @@ const char *kr_server_date(kr_server_t *s)
     return s->date;
 }
 
+/* ---- connection caps -------------------------------------------------------------------- */
+
+static const char *const refusal_what[KR_REFUSE_KINDS] = {
+    "connection(s) refused with 503 (max_connections)",
+    "connection(s) refused with 503 (max_connections_per_ip)",
+    "accept error(s)",
+};
+
+/* Logs a refusal now, or counts it when this kind was logged less than KR_REFUSAL_LOG_MS ago
+ * (the sweep reports the count later): a flood costs one Warning per interval, not one per
+ * connection. */
+static void note_refusal(kr_server_t *s, int kind, const char *detail)
+{
+    uint64_t now = uv_now(s->loop);
+    if (s->refusals[kind].logged_ms != 0 && now - s->refusals[kind].logged_ms < KR_REFUSAL_LOG_MS) {
+        s->refusals[kind].suppressed++;
+        return;
+    }
+    KR_LOG(KR_LOG_WARN, "server", "%s (more are counted and logged every %d s)", detail,
+           KR_REFUSAL_LOG_MS / 1000);
+    s->refusals[kind].logged_ms = now;
+    s->refusals[kind].suppressed = 0;
+}
+
+static void report_refusals(kr_server_t *s, uint64_t now)
+{
+    for (int k = 0; k < KR_REFUSE_KINDS; k++) {
+        if (s->refusals[k].suppressed == 0 || now - s->refusals[k].logged_ms < KR_REFUSAL_LOG_MS)
+            continue;
+        KR_LOG(KR_LOG_WARN, "server", "%llu more %s in the last %d s",
+               (unsigned long long)s->refusals[k].suppressed, refusal_what[k],
+               KR_REFUSAL_LOG_MS / 1000);
+        s->refusals[k].logged_ms = now;
+        s->refusals[k].suppressed = 0;
+    }
+}
+
+void kr__server_conn_closing(kr_server_t *s, kr_conn_t *c)
+{
+    if (c->ip_counted) {
+        c->ip_counted = 0;
+        kr_ipcap_release(&s->ipcap, &c->ipkey);
+    }
+}
+
+/* Counts c (just accepted) against the caps; over one, refuses it and returns -1. The 503 is
+ * only for plain listeners: a TLS client expects a handshake, and only sees the close. */
+static int admit(kr_server_t *s, kr_conn_t *c, int plain)
+{
+    kr_conn_caps_t caps = s->caps;
+    if (s->caps_hook)
+        s->caps_hook(s->caps_ud, &caps);
+    uint32_t from_ip = 0;
+    if (c->ipkey.family != 0) {
+        from_ip = kr_ipcap_add(&s->ipcap, &c->ipkey);
+        c->ip_counted = 1;
+    }
+    int kind = -1;
+    char detail[256];
+    if (caps.max_connections && s->stats.connections_open > caps.max_connections) {
+        kind = KR_REFUSE_TOTAL;
+        snprintf(detail, sizeof(detail),
+                 "connection from %s refused with 503: %llu connections open (max_connections = %u)",
+                 c->remote_addr, (unsigned long long)s->stats.connections_open - 1,
+                 caps.max_connections);
+    } else if (caps.max_connections_per_ip && from_ip > caps.max_connections_per_ip) {
+        char who[INET6_ADDRSTRLEN + 4];
+        kr_ipcap_key_str(&c->ipkey, who, sizeof(who));
+        kind = KR_REFUSE_PER_IP;
+        snprintf(detail, sizeof(detail),
+                 "connection from %s refused with 503: %u open from it (max_connections_per_ip = %u)",
+                 who, from_ip - 1, caps.max_connections_per_ip);
+    }
+    if (kind < 0)
+        return 0;
+    s->stats.connections_refused++;
+    note_refusal(s, kind, detail);
+    static const char answer[] = "HTTP/1.1 503 Service Unavailable\r\n"
+                                 "Retry-After: " STR(KR_REFUSAL_RETRY_S) "\r\n"
+                                 "Content-Length: 0\r\n"
+                                 "Connection: close\r\n\r\n";
+    kr__conn_refuse(c, answer, plain ? sizeof(answer) - 1 : 0);
+    return -1;
+}
+
 /* ---- listeners -------------------------------------------------------------------------- */
 
 static void on_connection(uv_stream_t *listener, int status)
 {
     kr_listener_t *l = listener->data;
     if (status != 0) {
-        KR_LOG(KR_LOG_WARN, "server", "accept on %s:%d failed: %s", l->host, l->port,
-               uv_strerror(status));
+        /* libuv already closed the connection it could not take (its EMFILE trick keeps a
+         * spare descriptor for that), so the backlog drains; only the log is ours to bound. */
+        char detail[256];
+        snprintf(detail, sizeof(detail), "accept on %s:%d failed: %s", l->host, l->port,
+                 uv_strerror(status));
+        note_refusal(l->server, KR_REFUSE_ACCEPT_ERROR, detail);
         return;
     }
     if (l->server->stopping)
         return;
     kr_conn_t *c = kr_conn_accept(l->server, listener, &kr_http_proto);
+    if (c != NULL && admit(l->server, c, l->tls == NULL) != 0)
+        return;
+    if (c != NULL && l->tls != NULL && kr_conn_start_tls(c, l->tls) != 0) {
+        kr_conn_close(c, "cannot allocate the TLS state");
+        return;
+    }
     if (c != NULL) /* a client that sends nothing is dropped after the header timeout */
         c->deadline_ms = uv_now(l->server->loop) + l->server->limits.header_timeout_ms;
 }
 
+/* A listener's memory goes with its handle, and its TLS context (connections still open on
+ * it hold their own reference to the SSL_CTX). */
+static void on_listener_closed(uv_handle_t *h)
+{
+    kr_listener_t *l = h->data;
+    kr_tls_ctx_free(l->tls);
+    kr_free(l);
+}
+
 int kr_server_listen(kr_server_t *s, const char *host, int port)
+{
+    return kr_server_listen_tls(s, host, port, NULL, NULL);
+}
+
+int kr_server_listen_tls(kr_server_t *s, const char *host, int port, const char *cert,
+                         const char *key)
 {
     if (s->nlisteners == KR_MAX_LISTENERS)
         return KR_ELIMIT;
@@ -104,8 +238,18 @@ int kr_server_listen(kr_server_t *s, const char *host, int port)
         err = uv_ip4_addr(host, port, &addr.v4);
     if (err != 0)
         return err;
+    kr_tls_ctx_t *tls = NULL;
+    if (cert != NULL) {
+        char why[512];
+        tls = kr_tls_ctx_new(cert, key, why, sizeof(why));
+        if (tls == NULL) {
+            KR_LOG(KR_LOG_FATAL, "server", "kr.listen: %s", why);
+            return KR_EINVAL;
+        }
+    }
     kr_listener_t *l = kr_calloc(1, sizeof(*l));
     l->server = s;
+    l->tls = tls;
     snprintf(l->host, sizeof(l->host), "%s", host);
     uv_tcp_init(s->loop, &l->tcp);
     l->tcp.data = l;
@@ -113,7 +257,7 @@ int kr_server_listen(kr_server_t *s, const char *host, int port)
     if (err == 0)
         err = uv_listen((uv_stream_t *)&l->tcp, 1024, on_connection);
     if (err != 0) {
-        uv_close((uv_handle_t *)&l->tcp, (uv_close_cb)kr_free);
+        uv_close((uv_handle_t *)&l->tcp, on_listener_closed);
         return err;
     }
     struct sockaddr_storage bound;
@@ -122,8 +266,8 @@ int kr_server_listen(kr_server_t *s, const char *host, int port)
     l->port = ntohs(bound.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&bound)->sin6_port
                                                 : ((struct sockaddr_in *)&bound)->sin_port);
     s->listeners[s->nlisteners++] = l;
-    KR_LOG(KR_LOG_INFO, "server", "listening on http://%s%s%s:%d", strchr(host, ':') ? "[" : "",
-           host, strchr(host, ':') ? "]" : "", l->port);
+    KR_LOG(KR_LOG_INFO, "server", "listening on %s://%s%s%s:%d", tls ? "https" : "http",
+           strchr(host, ':') ? "[" : "", host, strchr(host, ':') ? "]" : "", l->port);
     return 0;
 }
 
@@ -217,6 +361,7 @@ static void on_sweep(uv_timer_t *t)
     kr_server_t *s = t->data;
     uint64_t now = uv_now(s->loop);
     cpu_sample(s, now);
+    report_refusals(s, now);
     kr_list_t *it = s->conns.next;
     while (it != &s->conns) {
         kr_conn_t *c = kr_container_of(it, kr_conn_t, link);
@@ -230,10 +375,31 @@ static void on_sweep(uv_timer_t *t)
 
 /* ---- signals and shutdown --------------------------------------------------------------- */
 
+int kr_server_reload_tls(kr_server_t *s)
+{
+    int failed = 0;
+    for (unsigned i = 0; i < s->nlisteners; i++) {
+        kr_listener_t *l = s->listeners[i];
+        if (l->tls == NULL)
+            continue;
+        char why[512];
+        if (kr_tls_ctx_reload(l->tls, why, sizeof(why)) == 0) {
+            KR_LOG(KR_LOG_INFO, "server", "%s:%d: TLS certificate reloaded from '%s'", l->host,
+                   l->port, l->tls->cert_path);
+        } else {
+            KR_LOG(KR_LOG_ERROR, "server", "%s:%d: TLS certificate reload failed, keeping the "
+                   "old one: %s", l->host, l->port, why);
+            failed++;
+        }
+    }
+    return failed ? KR_EINVAL : 0;
+}
+
 static void on_signal(uv_signal_t *h, int signum)
 {
     kr_server_t *s = h->data;
     if (signum == SIGHUP) {
+        kr_server_reload_tls(s);
         KR_LOG(KR_LOG_INFO, "server", "SIGHUP: reloading scripts");
         if (s->on_reload)
             s->on_reload(s, s->reload_ud);
@@ -309,7 +475,7 @@ void kr_server_shutdown(kr_server_t *s)
         return;
     s->stopping = 1;
     for (unsigned i = 0; i < s->nlisteners; i++)
-        uv_close((uv_handle_t *)&s->listeners[i]->tcp, (uv_close_cb)kr_free);
+        uv_close((uv_handle_t *)&s->listeners[i]->tcp, on_listener_closed);
     s->nlisteners = 0;
     if (s->on_stop)
         s->on_stop(s, s->stop_ud);
@@ -355,8 +521,9 @@ void kr_server_dispose(kr_server_t *s)
     kr_free(s->rshared);
     s->rshared = NULL;
     for (unsigned i = 0; i < s->nlisteners; i++)
-        uv_close((uv_handle_t *)&s->listeners[i]->tcp, (uv_close_cb)kr_free);
+        uv_close((uv_handle_t *)&s->listeners[i]->tcp, on_listener_closed);
     s->nlisteners = 0;
     stop_handles(s);
     uv_run(s->loop, UV_RUN_DEFAULT);
+    kr_ipcap_dispose(&s->ipcap);
 }

@@ -2,7 +2,8 @@
  *
  * Owns the listeners, every connection (kr_conn), the pending-write list flushed once per
  * loop turn, the 10 Hz sweep that fires connection deadlines, signal handling (SIGINT/SIGTERM:
- * graceful shutdown; SIGHUP: reload) and the counters behind kr.metrics(). All per-loop state
+ * graceful shutdown; SIGHUP: TLS certificates, then scripts, reload), TLS listener contexts
+ * (kr_tls) and the counters behind kr.metrics(). All per-loop state
  * lives here, never in process globals, so several loops can run later.
  *
  * Upper layers plug in through callbacks: the request handler (called for every complete
@@ -14,6 +15,7 @@
 
 #include "kr_conn.h"
 #include "kr_http.h"
+#include "kr_ipcap.h"
 #include "kr_time.h"
 
 typedef void (*kr_http_handler_cb)(kr_http_req_t *req, void *ud);
@@ -25,12 +27,30 @@ typedef void (*kr_server_hook_cb)(kr_server_t *s, void *ud);
 #define KR_CORK_MS 2             /* a corked queue waits at most this long (see kr_conn.h) */
 #define KR_CORK_BYTES (16 * 1024) /* ... or until it holds this much */
 #define KR_CPU_WINDOW_MS 1000    /* kr.metrics().cpu_percent is measured over this window */
+#define KR_REFUSAL_LOG_MS 10000  /* refused connections are logged at most once per this */
+#define KR_REFUSAL_RETRY_S 1     /* Retry-After of the 503 a refused connection gets */
+
+/* Connection caps, checked when a connection is accepted (kr.limits max_connections,
+ * max_connections_per_ip). Over a cap the connection is accepted and closed at once with a
+ * best-effort 503 (so the listen backlog never fills), logged at most once per
+ * KR_REFUSAL_LOG_MS. */
+typedef struct kr_conn_caps_s {
+    unsigned max_connections;        /* default: the open-file limit minus a reserve */
+    unsigned max_connections_per_ip; /* 0: no cap (the default, as Kestrel and nginx) */
+} kr_conn_caps_t;
+
+/* The defaults: max_connections from RLIMIT_NOFILE (the soft limit minus 1/16 of it, at least
+ * 32 and at most 1024 descriptors kept for files, logs, Redis and the loop), no per-IP cap. */
+void kr_conn_caps_default(kr_conn_caps_t *caps);
+
+enum { KR_REFUSE_TOTAL = 0, KR_REFUSE_PER_IP, KR_REFUSE_ACCEPT_ERROR, KR_REFUSE_KINDS };
 
 typedef struct kr_listener_s {
     uv_tcp_t tcp;
     kr_server_t *server;
     char host[64];
     int port; /* bound port (after kr_server_listen) */
+    struct kr_tls_ctx_s *tls; /* HTTPS/WSS listener (kr_tls.h); NULL: plain TCP */
 } kr_listener_t;
 
 typedef struct kr_stats_s {
@@ -40,6 +60,7 @@ typedef struct kr_stats_s {
     uint64_t bad_requests;
     uint64_t messages_sent;
     uint64_t slow_consumers;
+    uint64_t connections_refused; /* over max_connections or max_connections_per_ip */
 } kr_stats_t;
 
 struct kr_server_s {
@@ -63,6 +84,16 @@ struct kr_server_s {
     uint64_t next_conn_id;
     uint64_t started_ms;
     kr_stats_t stats;
+    /* connection caps: the server's defaults, and a hook the app fills them from (the
+     * current generation's kr.limits); the per-IP counts of open connections */
+    kr_conn_caps_t caps;
+    void (*caps_hook)(void *ud, kr_conn_caps_t *caps);
+    void *caps_ud;
+    kr_ipcap_t ipcap;
+    struct {
+        uint64_t logged_ms;  /* when this kind was last logged (0: never) */
+        uint64_t suppressed; /* refusals since then, not logged yet */
+    } refusals[KR_REFUSE_KINDS];
     /* CPU sampler (kr.metrics cpu_percent): the sweep closes a window every KR_CPU_WINDOW_MS */
     uint64_t cpu_window_ms;  /* loop time the current window began */
     uint64_t cpu_window_ns;  /* process CPU time then */
@@ -91,6 +122,15 @@ void kr_server_init(kr_server_t *s, uv_loop_t *loop);
 /* Adds a listener on host:port (port 0: any free port). Returns 0 or a negative error;
  * the bound port is in the listener. */
 int kr_server_listen(kr_server_t *s, const char *host, int port);
+/* The same with TLS when cert is not NULL: loads cert (PEM chain) and key first; if they
+ * cannot be loaded, logs why ("kr.listen: cannot load TLS certificate ...") at Fatal and
+ * returns KR_EINVAL without binding. */
+int kr_server_listen_tls(kr_server_t *s, const char *host, int port, const char *cert,
+                         const char *key);
+/* Reloads every TLS listener's certificate and key from their files (SIGHUP does this before
+ * the script reload): new handshakes use the new ones, open connections keep theirs. A file
+ * that fails to load keeps the old certificate and logs an Error. Returns 0 or KR_EINVAL. */
+int kr_server_reload_tls(kr_server_t *s);
 /* Starts signal handling, the check hook and the sweep timer. */
 int kr_server_start(kr_server_t *s);
 /* Writes the bound ports, one per line, to path via a temporary file renamed into place. */
@@ -110,6 +150,8 @@ double kr_server_cpu_percent(kr_server_t *s);
 /* The cached IMF-fixdate for the current second. */
 const char *kr_server_date(kr_server_t *s);
 
+/* Internal (kr_conn.c): c starts closing; releases its per-IP count. */
+void kr__server_conn_closing(kr_server_t *s, kr_conn_t *c);
 /* Internal: put c on the pending-write list. */
 void kr__server_want_flush(kr_server_t *s, kr_conn_t *c);
 /* Internal: keep the loop from blocking in poll so queued work runs next turn. */

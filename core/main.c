@@ -3,8 +3,10 @@
  *   kestrun [OPTIONS] SCRIPT.lua [SCRIPT.lua ...]
  * Exit codes: 0 clean shutdown, 1 script or configuration error, 2 usage error.
  */
+#include "kr_bus.h"
 #include "kr_log.h"
 #include "kr_lua.h"
+#include "kr_redis.h"
 #include "kr_server.h"
 
 #include <getopt.h>
@@ -26,6 +28,8 @@ static void usage(FILE *out)
             "      --watch / --no-watch reload scripts when a loaded file changes (default: "
             "--watch)\n"
             "      --check              load and validate the scripts, print errors, exit 0 or 1\n"
+            "      --redis URL          scale out: the Redis backplane at redis://[:pw@]host[:port][/db]\n"
+            "                           (wins over the URL of the scripts' kr.backplane{})\n"
             "      --log-level LEVEL    Verbose | Debug | Information | Warning | Error | Fatal\n"
             "                           (default Information)\n"
             "      --log-format FORMAT  text | json (default text)\n"
@@ -70,7 +74,8 @@ static int parse_listen(const char *arg, listen_opt_t *out)
     return 0;
 }
 
-enum { OPT_PORT_FILE = 256, OPT_WATCH, OPT_NO_WATCH, OPT_CHECK, OPT_LOG_LEVEL, OPT_LOG_FORMAT };
+enum { OPT_PORT_FILE = 256, OPT_WATCH, OPT_NO_WATCH, OPT_CHECK, OPT_LOG_LEVEL, OPT_LOG_FORMAT,
+       OPT_REDIS };
 
 int main(int argc, char **argv)
 {
@@ -80,6 +85,7 @@ int main(int argc, char **argv)
         {"watch", no_argument, NULL, OPT_WATCH},
         {"no-watch", no_argument, NULL, OPT_NO_WATCH},
         {"check", no_argument, NULL, OPT_CHECK},
+        {"redis", required_argument, NULL, OPT_REDIS},
         {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
         {"log-format", required_argument, NULL, OPT_LOG_FORMAT},
         {"help", no_argument, NULL, 'h'},
@@ -90,6 +96,7 @@ int main(int argc, char **argv)
     unsigned nlistens = 0;
     const char *port_file = NULL;
     int check = 0, watch = 1;
+    const char *redis_url = NULL;
     int opt;
     while ((opt = getopt_long(argc, argv, "l:hV", longopts, NULL)) != -1) {
         switch (opt) {
@@ -116,6 +123,17 @@ int main(int argc, char **argv)
         case OPT_CHECK:
             check = 1;
             break;
+        case OPT_REDIS: {
+            kr_redis_opts_t ro;
+            char why[160];
+            memset(&ro, 0, sizeof(ro));
+            if (kr_redis_parse_url(optarg, &ro, why, sizeof(why)) != 0) {
+                fprintf(stderr, "kestrun: --redis: %s\n", why);
+                return 2;
+            }
+            redis_url = optarg;
+            break;
+        }
         case OPT_LOG_LEVEL: {
             kr_log_level_e level;
             if (kr_log_level_parse(optarg, &level) != 0) {
@@ -157,6 +175,10 @@ int main(int argc, char **argv)
     kr_server_t server;
     kr_server_init(&server, loop);
     kr_app_t *app = kr_app_new(&server, argv + optind, (unsigned)(argc - optind));
+    if (redis_url != NULL) {
+        char why[200];
+        KR_ASSERT(kr_bus_configure(app->bus, redis_url, NULL, NULL, 1, why, sizeof(why)) == 0);
+    }
     int rc = 0;
     if (kr_app_load(app) != 0) {
         rc = 1;
@@ -178,7 +200,8 @@ int main(int argc, char **argv)
     } else if (app->vm->nlistens > 0) {
         for (unsigned i = 0; i < app->vm->nlistens && rc == 0; i++) {
             kr_listen_req_t *l = &app->vm->listens[i];
-            int err = kr_server_listen(&server, l->host, l->port);
+            int err = kr_server_listen_tls(&server, l->host, l->port,
+                                           l->tls_cert[0] ? l->tls_cert : NULL, l->tls_key);
             if (err != 0) {
                 KR_LOG(KR_LOG_FATAL, "server", "cannot listen on %s:%d: %s", l->host, l->port,
                        uv_strerror(err));
@@ -205,6 +228,7 @@ int main(int argc, char **argv)
         }
     }
     kr_server_start(&server);
+    kr_bus_start(app->bus); /* the Redis backplane, when configured: connects in the background */
     if (watch)
         (void)kr_app_watch(app); /* failure is logged; SIGHUP still reloads */
     uv_run(loop, UV_RUN_DEFAULT);

@@ -1,8 +1,11 @@
 /* kr_lua.c: script generations, the memory cap, the CPU-slice hook, loading and reload
  * (see kr_lua.h). */
 #include "kr_lua.h"
+#include "kr_lua_auth.h"
 #include "kr_fiber.h"
 #include "kr_log.h"
+#include "kr_lua_cors.h"
+#include "kr_lua_backplane.h"
 #include "kr_lua_log.h"
 
 #include <lauxlib.h>
@@ -201,6 +204,9 @@ static kr_vm_t *vm_new(kr_app_t *app)
     kr__lua_open_hub(L, vm);
     kr__lua_open_task(L, vm);
     kr__lua_open_log(L, vm);
+    kr__lua_open_cors(L, vm);
+    kr__lua_open_backplane(L, vm); /* after kr__lua_open_core: wraps kr.metrics */
+    kr__lua_open_auth(L, vm);
     lua_pushvalue(L, -1);
     lua_setglobal(L, "kr");
     lua_getglobal(L, "package");
@@ -493,6 +499,7 @@ static void on_stop(kr_server_t *s, void *ud)
     if (app->vm)
         kr__lua_stop_timers(app->vm);
     kr__lua_hubs_shutdown(app);
+    kr_bus_stop(app->bus); /* remove this server's count, disconnect from Redis */
 }
 
 /* Cancels the background fibers (kr.spawn, timer ticks) of one generation: a replaced or
@@ -549,6 +556,7 @@ kr_app_t *kr_app_new(kr_server_t *server, char **scripts, unsigned nscripts)
     server->final_ud = app;
     server->busy = busy;
     server->busy_ud = app;
+    app->bus = kr__lua_backplane_new(app);
     return app;
 }
 
@@ -641,6 +649,8 @@ void kr_app_free(kr_app_t *app)
     kr_watch_free(app->watch);
     app->watch = NULL;
     cancel_all(app);
+    kr_bus_free(app->bus); /* after the fibers: no count query waits any more */
+    app->bus = NULL;
     kr__lua_tasks_free(app);
     kr__lua_hubs_free(app);
     if (app->vm) {

@@ -54,6 +54,8 @@ typedef struct kr_vm_hub_s {
 typedef struct kr_listen_req_s {
     char host[64];
     int port;
+    char tls_cert[512]; /* kr.listen{ tls = { cert =, key = } }; "" on a plain listener */
+    char tls_key[512];
 } kr_listen_req_t;
 
 struct kr_vm_s {
@@ -79,6 +81,9 @@ struct kr_vm_s {
     kr_http_limits_t http_limits;
     kr_lua_limits_t lua_limits;
     uint64_t shutdown_grace_ms;
+    /* kr.limits max_connections / max_connections_per_ip; 0: not set (the server's default).
+     * The server asks the current generation at every accept (kr_lua_core.c caps hook). */
+    kr_conn_caps_t conn_caps;
 };
 
 struct kr_app_s {
@@ -103,6 +108,8 @@ struct kr_app_s {
     unsigned nretired;
     int stopping_hard;        /* tearing down: no new connection fibers */
     kr_task_reg_t *tasks;     /* kr.task records: survive reloads (kr_lua_task.c) */
+    struct kr_bus_s *bus;     /* every hub send goes through it: local, or the Redis backplane
+                                 (kr_lua_backplane.c); survives reloads */
 };
 
 void kr_lua_limits_default(kr_lua_limits_t *l);

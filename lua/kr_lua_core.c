@@ -9,6 +9,7 @@
 #include "kr_log.h"
 #include "kr_lua.h"
 #include "kr_lua_json.h"
+#include "kr_tls.h"
 
 #include <lauxlib.h>
 #include <stdio.h>
@@ -407,12 +408,44 @@ static int l_kr_listen(lua_State *L)
     lua_Integer port = luaL_optinteger(L, -1, 5000);
     luaL_argcheck(L, port >= 0 && port <= 65535, 1, "port must be 0..65535");
     luaL_argcheck(L, strlen(host) < sizeof(vm->listens[0].host), 1, "host too long");
-    lua_getfield(L, 1, "tls");
-    if (!lua_isnil(L, -1))
-        return luaL_error(L, "kr.listen: tls is not supported yet");
+    const char *cert = NULL, *key = NULL;
+    if (lua_getfield(L, 1, "tls") != LUA_TNIL) {
+        if (!lua_istable(L, -1))
+            return luaL_error(L, "kr.listen: tls must be a table { cert = \"cert.pem\", key = "
+                                 "\"key.pem\" }");
+        lua_pushnil(L);
+        while (lua_next(L, -2)) {
+            const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
+            if (k == NULL || (strcmp(k, "cert") != 0 && strcmp(k, "key") != 0))
+                return luaL_error(L, "kr.listen: unknown tls option '%s' (cert, key)",
+                                  k ? k : luaL_typename(L, -2));
+            lua_pop(L, 1);
+        }
+        lua_getfield(L, -1, "cert");
+        lua_getfield(L, -2, "key");
+        cert = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
+        key = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
+        if (cert == NULL || key == NULL || cert[0] == '\0' || key[0] == '\0')
+            return luaL_error(L, "kr.listen: tls needs cert and key (PEM file paths)");
+        if (strlen(cert) >= sizeof(vm->listens[0].tls_cert) ||
+            strlen(key) >= sizeof(vm->listens[0].tls_key))
+            return luaL_error(L, "kr.listen: tls file path too long");
+    }
     if (vm->nlistens == KR_MAX_LISTENERS)
         return luaL_error(L, "kr.listen: at most %d listeners", KR_MAX_LISTENERS);
+    if (cert != NULL && vm->app->vm == NULL) {
+        /* The first load (a start, --check): a bad file fails it here, with the script line.
+         * A reload only records the paths: listeners change at the next start, and SIGHUP
+         * reloads the certificate of the running listener (kr_server_reload_tls). */
+        char why[600];
+        kr_tls_ctx_t *t = kr_tls_ctx_new(cert, key, why, sizeof(why));
+        if (t == NULL)
+            return luaL_error(L, "kr.listen: %s", why);
+        kr_tls_ctx_free(t);
+    }
     kr_listen_req_t *lr = &vm->listens[vm->nlistens++];
+    snprintf(lr->tls_cert, sizeof(lr->tls_cert), "%s", cert ? cert : "");
+    snprintf(lr->tls_key, sizeof(lr->tls_key), "%s", key ? key : "");
     /* Addresses only (no name resolution); "localhost" is the loopback, as with --listen. */
     snprintf(lr->host, sizeof(lr->host), "%s", kr_strncasecmp(host, "localhost", 10) == 0 ? "127.0.0.1" : host);
     lr->port = (int)port;
@@ -441,7 +474,8 @@ static const char *const limit_keys[] = {
     "lua_max_slice_ms",  "lua_max_memory_mb",
     "lua_max_fibers",    "lua_max_timers",
     "shutdown_grace_ms", "max_tasks",
-    "task_retention_s",  NULL,
+    "task_retention_s",  "max_connections",
+    "max_connections_per_ip", NULL,
 };
 
 static int l_kr_limits(lua_State *L)
@@ -488,7 +522,26 @@ static int l_kr_limits(lua_State *L)
         l->task_retention_s = v;
     if (opt_limit(L, "shutdown_grace_ms", &v, 1))
         vm->shutdown_grace_ms = v;
+    if (opt_limit(L, "max_connections", &v, 1))
+        vm->conn_caps.max_connections = (unsigned)(v > 0xffffffffu ? 0xffffffffu : v);
+    if (opt_limit(L, "max_connections_per_ip", &v, 1))
+        vm->conn_caps.max_connections_per_ip = (unsigned)(v > 0xffffffffu ? 0xffffffffu : v);
     return 0;
+}
+
+/* The server's caps hook: the current generation's kr.limits connection caps over the
+ * server's defaults. Asked at every accept, so the caps follow reloads; a key the current
+ * scripts do not set is the default again. */
+static void conn_caps_hook(void *ud, kr_conn_caps_t *caps)
+{
+    kr_app_t *app = ud;
+    const kr_vm_t *vm = app->vm;
+    if (vm == NULL)
+        return;
+    if (vm->conn_caps.max_connections)
+        caps->max_connections = vm->conn_caps.max_connections;
+    if (vm->conn_caps.max_connections_per_ip)
+        caps->max_connections_per_ip = vm->conn_caps.max_connections_per_ip;
 }
 
 /* ---- metrics ---------------------------------------------------------------------------- */
@@ -554,6 +607,9 @@ static const luaL_Reg timer_methods[] = {
 
 void kr__lua_open_core(lua_State *L, kr_vm_t *vm)
 {
+    /* Every generation opens this; the hook reads whichever is current (app->vm). */
+    vm->app->server->caps_hook = conn_caps_hook;
+    vm->app->server->caps_ud = vm->app;
     /* stack: kr */
     lua_pushlightuserdata(L, vm);
     luaL_setfuncs(L, kr_core_funcs, 1);

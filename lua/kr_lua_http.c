@@ -11,6 +11,8 @@
 #include "kr_http.h"
 #include "kr_log.h"
 #include "kr_lua.h"
+#include "kr_lua_auth.h"
+#include "kr_lua_cors.h"
 #include "kr_lua_json.h"
 
 #include <lauxlib.h>
@@ -199,11 +201,27 @@ static int l_req_index(lua_State *L)
         else
             return 0;
     } else
-        return 0; /* user and anything unknown: nil */
+        return 0; /* anything unknown, and user when nobody is authenticated: nil */
     lua_pushvalue(L, 2);
     lua_pushvalue(L, -2);
     lua_rawset(L, -4);
     return 1;
+}
+
+/* req.user: the auth runner stores the claims table in the field cache (kr_lua_auth.c). */
+int kr__lua_req_set_user(lua_State *L)
+{
+    check_req(L, NULL);
+    luaL_checktype(L, 2, LUA_TTABLE);
+    if (lua_getiuservalue(L, 1, 1) != LUA_TTABLE) {
+        lua_pop(L, 1);
+        lua_createtable(L, 0, 4);
+        lua_pushvalue(L, -1);
+        lua_setiuservalue(L, 1, 1);
+    }
+    lua_pushvalue(L, 2);
+    lua_setfield(L, -2, "user");
+    return 0;
 }
 
 static int l_req_newindex(lua_State *L)
@@ -546,9 +564,10 @@ static void route_done(kr_fiber_t *f, kr_fiber_status_e status, void *ud)
     kr_app_t *app = vm->app;
     kr_http_req_t *req = call->req;
     app->active_requests--;
+    char safe[512]; /* the target with its secrets redacted (access_token, ...) */
     if (status == KR_FIBER_ERROR) {
         KR_LOG(KR_LOG_ERROR, "route", "%s %s: handler failed: %s", req->method_name,
-               req->target, f->error);
+               kr_log_redact_target(req->target, safe, sizeof(safe)), f->error);
         if (!call->rs->sent)
             kr_http_respond_text(req, 500, "application/json",
                                  "{\"error\":\"Internal Server Error\"}", 33);
@@ -564,7 +583,8 @@ static void route_done(kr_fiber_t *f, kr_fiber_status_e status, void *ud)
         lua_pushnil(L);
         lua_pushinteger(L, st);
         if (lua_pcall(L, 3, 0, 0) != LUA_OK) {
-            KR_LOG(KR_LOG_ERROR, "route", "%s: %s", req->target, lua_tostring(L, -1));
+            KR_LOG(KR_LOG_ERROR, "route", "%s: %s",
+                   kr_log_redact_target(req->target, safe, sizeof(safe)), lua_tostring(L, -1));
             lua_pop(L, 1);
             kr_http_respond_text(req, 500, "application/json",
                                  "{\"error\":\"Internal Server Error\"}", 33);
@@ -591,6 +611,8 @@ void kr__lua_handle_request(kr_http_req_t *req, void *ud)
         kr_http_respond_text(req, 503, "text/plain; charset=utf-8", "Service Unavailable", 19);
         return;
     }
+    if (kr__lua_cors_request(vm, req))
+        return; /* a CORS preflight, or a WebSocket upgrade from a refused origin */
     if (kr__lua_hub_http(app, req))
         return;
     route_call_t *call = kr_malloc(sizeof(*call));
@@ -627,7 +649,9 @@ void kr__lua_handle_request(kr_http_req_t *req, void *ud)
     kr_fiber_t *f = kr_fiber_new(vm, call->match.pattern, route_done, call);
     if (f == NULL) {
         kr_free(call);
-        KR_LOG(KR_LOG_WARN, "route", "%s %s: 503, too many fibers", req->method_name, req->target);
+        char safe[512];
+        KR_LOG(KR_LOG_WARN, "route", "%s %s: 503, too many fibers", req->method_name,
+               kr_log_redact_target(req->target, safe, sizeof(safe)));
         kr_http_respond_text(req, 503, "text/plain; charset=utf-8", "Service Unavailable", 19);
         return;
     }
@@ -646,10 +670,11 @@ void kr__lua_handle_request(kr_http_req_t *req, void *ud)
     memset(call->rs, 0, sizeof(res_box_t));
     call->rs->req = req;
     luaL_setmetatable(co, RES_MT);
-    lua_rawgeti(co, LUA_REGISTRYINDEX, (int)(intptr_t)call->match.data);
+    /* the handler, or the auth runner and its arguments (kr_lua_auth.c) */
+    int pre = kr__lua_auth_push_route(co, req, (int)(intptr_t)call->match.data);
     lua_pushvalue(co, 1);
     lua_pushvalue(co, 2);
-    f->nargs = 2;
+    f->nargs = 2 + pre;
     kr_fiber_start(f);
 }
 
@@ -704,16 +729,20 @@ static int l_kr_map_route(lua_State *L)
     unsigned mask = check_verbs(L, 1);
     const char *pattern = luaL_checkstring(L, 2);
     luaL_checktype(L, 3, LUA_TFUNCTION);
+    const kr_cors_t *cors = NULL;
     if (!lua_isnoneornil(L, 4)) {
         luaL_checktype(L, 4, LUA_TTABLE);
         lua_pushnil(L);
         while (lua_next(L, 4)) {
             lua_pop(L, 1);
             const char *k = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "?";
+            if (strcmp(k, "cors") == 0 || strcmp(k, "authorize") == 0)
+                continue; /* read below */
             /* Refusing beats ignoring: a route the operator meant to protect must not be
              * served open. */
             return luaL_error(L, "kr.map_route: option '%s' is not supported yet", k);
         }
+        cors = kr__lua_cors_option(L, 4, "kr.map_route");
     }
     lua_pushvalue(L, 3);
     int ref = luaL_ref(L, LUA_REGISTRYINDEX);
@@ -721,6 +750,11 @@ static int l_kr_map_route(lua_State *L)
     if (kr_router_add(vm->router, mask, pattern, (void *)(intptr_t)ref, &err) != 0) {
         luaL_unref(L, LUA_REGISTRYINDEX, ref);
         return luaL_error(L, "kr.map_route: %s: '%s'", err ? err : "invalid route", pattern);
+    }
+    kr__lua_cors_bind_route(L, vm, (void *)(intptr_t)ref, cors);
+    if (!lua_isnoneornil(L, 4)) {
+        lua_getfield(L, 4, "authorize");
+        kr__lua_auth_set_route(L, ref, -1); /* raises on a bad value */
     }
     return 0;
 }

@@ -10,11 +10,17 @@
  * Broadcast arguments are encoded once per wire format, straight from the Lua stack into the
  * outgoing buffer (kr_hub_send_* call back into payload_encode while the values are on the
  * stack). Encoding failures are reported after the hub has released everything.
+ * Every broadcast goes through the app's bus (kr_bus_send): the hub's own fan-out, or with the
+ * Redis backplane one JSON and one MessagePack record delivered here and published once for the
+ * other servers (core/kr_bus.h).
  */
 #include "kr_fiber.h"
 #include "kr_json.h"
 #include "kr_log.h"
 #include "kr_lua.h"
+#include "kr_lua_backplane.h"
+#include "kr_lua_auth.h"
+#include "kr_lua_cors.h"
 #include "kr_lua_hub_int.h"
 #include "kr_lua_json.h"
 #include "kr_lua_msgpack.h"
@@ -90,7 +96,7 @@ static int push_handler(lua_State *L, kr_hub_t *hub, const char *field, const ch
 
 void kr__lua_push_ctx(lua_State *L, kr_sr_conn_t *c)
 {
-    ctx_box_t *box = lua_newuserdatauv(L, sizeof(*box), 0);
+    ctx_box_t *box = lua_newuserdatauv(L, sizeof(*box), 1); /* user value: ctx.user */
     box->c = c;
     kr_sr_conn_ref(c);
     luaL_setmetatable(L, CTX_MT);
@@ -121,6 +127,31 @@ static int l_ctx_gc(lua_State *L)
     return 0;
 }
 
+/* ctx.user: the claims the connection was authenticated with (a table, decoded once per ctx
+ * and cached in its user value), or nil when anonymous. */
+static int push_ctx_user(lua_State *L, kr_sr_conn_t *c)
+{
+    if (lua_getiuservalue(L, 1, 1) == LUA_TTABLE)
+        return 1;
+    lua_pop(L, 1);
+    const char *claims = kr_sr_conn_claims(c);
+    const char *name = kr_sr_conn_user(c);
+    char err[96];
+    if (claims == NULL || kr_json_decode(L, claims, strlen(claims), NULL, err, sizeof(err)) != 0 ||
+        !lua_istable(L, -1)) {
+        if (claims != NULL)
+            lua_pop(L, 1);
+        if (name == NULL)
+            return 0;
+        lua_createtable(L, 0, 1);
+        lua_pushstring(L, name);
+        lua_setfield(L, -2, "name");
+    }
+    lua_pushvalue(L, -1);
+    lua_setiuservalue(L, 1, 1);
+    return 1;
+}
+
 static int l_ctx_index(lua_State *L)
 {
     kr_sr_conn_t *c = check_ctx(L);
@@ -129,13 +160,8 @@ static int l_ctx_index(lua_State *L)
         lua_pushstring(L, kr_sr_conn_id(c));
         return 1;
     }
-    if (strcmp(k, "user") == 0) {
-        const char *u = kr_sr_conn_user(c);
-        if (u == NULL)
-            return 0;
-        lua_pushstring(L, u);
-        return 1;
-    }
+    if (strcmp(k, "user") == 0)
+        return push_ctx_user(L, c);
     if (strcmp(k, "hub") == 0) {
         lua_pushstring(L, kr_hub_path(kr_sr_conn_hub(c)));
         return 1;
@@ -365,7 +391,7 @@ static int l_send_log(lua_State *L)
     lua_payload_t p = {L, "ReceiveLog", NULL, base, 2, ARGS_LOG, NULL};
     kr_sr_payload_t pl = {payload_encode, &p};
     unsigned n = 0;
-    int err = kr_hub_send_all(hub, &pl, &n);
+    int err = kr_bus_send(VM_UPVALUE(L)->app->bus, hub, KR_BUS_ALL, NULL, 0, &pl, &n);
     return finish_send(L, "send_log", &p, err, n);
 }
 
@@ -380,7 +406,7 @@ static int l_send_event(lua_State *L)
     lua_payload_t p = {L, "ReceiveEvent", NULL, base, 2, ARGS_EVENT, NULL};
     kr_sr_payload_t pl = {payload_encode, &p};
     unsigned n = 0;
-    int err = kr_hub_send_all(hub, &pl, &n);
+    int err = kr_bus_send(VM_UPVALUE(L)->app->bus, hub, KR_BUS_ALL, NULL, 0, &pl, &n);
     return finish_send(L, "send_event", &p, err, n);
 }
 
@@ -399,24 +425,16 @@ static int send_generic(lua_State *L, to_e to, const char *fname)
     lua_payload_t p = {L, method, NULL, mi + 1, lua_gettop(L) - mi, ARGS_PLAIN, NULL};
     kr_sr_payload_t pl = {payload_encode, &p};
     unsigned n = 0;
-    int err;
-    switch (to) {
-    case TO_ALL:
-        err = kr_hub_send_all(hub, &pl, &n);
-        break;
-    case TO_GROUP:
-        err = kr_hub_send_group(hub, name, nlen, &pl, &n);
-        break;
-    case TO_USER:
-        err = kr_hub_send_user(hub, name, nlen, &pl, &n);
-        break;
-    default:
-        err = kr_hub_send_to(hub, name, nlen, &pl);
-        if (err == KR_ENOENT)
-            return fail(L, fname, "no such connection");
-        n = err == 0;
-        break;
-    }
+    /* Through the bus: with a backplane, the other servers deliver to their own clients
+     * (groups, users and connection ids span servers); n counts this server's recipients. */
+    static const kr_bus_target_e targets[] = {
+        [TO_ALL] = KR_BUS_ALL, [TO_GROUP] = KR_BUS_GROUP, [TO_CONN] = KR_BUS_CONN,
+        [TO_USER] = KR_BUS_USER};
+    int err = kr_bus_send(VM_UPVALUE(L)->app->bus, hub, targets[to], name, nlen, &pl, &n);
+    if (to == TO_CONN && err == KR_ENOENT)
+        return fail(L, fname, "no such connection");
+    if (to == TO_CONN && err == KR_ECLOSED)
+        return fail(L, fname, "no such connection here, and the backplane is unavailable");
     return finish_send(L, fname, &p, err, n);
 }
 
@@ -444,6 +462,14 @@ static int l_connections(lua_State *L)
 {
     int base;
     kr_hub_t *hub = target_hub(L, &base);
+    if (!lua_isnoneornil(L, base)) {
+        luaL_checktype(L, base, LUA_TTABLE);
+        lua_getfield(L, base, "global");
+        int global = lua_toboolean(L, -1);
+        lua_pop(L, 1);
+        if (global) /* the cluster's total: may wait for Redis */
+            return kr__lua_connections_global(L, hub);
+    }
     lua_pushinteger(L, hub ? (lua_Integer)kr_hub_connection_count(hub) : 0);
     return 1;
 }
@@ -527,6 +553,11 @@ static void invocation_done(kr_fiber_t *f, kr_fiber_status_e status, void *ud)
             kr_sr_conn_complete(c, inv->id, NULL, 0, NULL);
         }
         kr_sbuf_dispose(&sb);
+    } else if (status == KR_FIBER_ERROR && kr__lua_auth_is_denial(f->error)) {
+        char msg[300];
+        snprintf(msg, sizeof(msg), "Failed to invoke '%s' because user is unauthorized",
+                 inv->method);
+        kr_sr_conn_complete(c, inv->id, NULL, 0, msg);
     } else {
         char msg[600];
         if (status == KR_FIBER_ERROR) {
@@ -594,6 +625,25 @@ static void refuse(kr_sr_conn_t *c, const kr_sr_msg_t *m, const char *msg)
         kr_sr_conn_complete(c, m->invocation_id, NULL, 0, msg);
 }
 
+/* Pushes the authorize option of method name (hub:on's options), or returns 0. */
+static int push_method_authz(lua_State *L, kr_hub_t *hub, const char *name)
+{
+    char lower[256];
+    size_t n = strlen(name);
+    int top = lua_gettop(L);
+    if (n >= sizeof(lower) || !push_handlers(L, hub))
+        return 0;
+    for (size_t i = 0; i <= n; i++)
+        lower[i] = (char)((name[i] >= 'A' && name[i] <= 'Z') ? name[i] + 32 : name[i]);
+    if (lua_getfield(L, -1, "authz") != LUA_TTABLE || lua_getfield(L, -1, lower) == LUA_TNIL) {
+        lua_settop(L, top);
+        return 0;
+    }
+    lua_replace(L, top + 1); /* handlers authz policy -> policy */
+    lua_settop(L, top + 1);
+    return 1;
+}
+
 static int hub_invoke(kr_hub_t *hub, kr_sr_conn_t *c, const kr_sr_msg_t *m, void *ud)
 {
     kr_app_t *app = ud;
@@ -638,6 +688,15 @@ static int hub_invoke(kr_hub_t *hub, kr_sr_conn_t *c, const kr_sr_msg_t *m, void
         refuse(c, m, msg);
         return 0;
     }
+    /* A per-method policy (hub:on(name, fn, { authorize = ... })): the fiber runs the auth
+     * runner, which checks ctx.user and then calls the method (kr_lua_auth.c). */
+    int pre = 0;
+    if (push_method_authz(L, hub, m->target)) {
+        kr__lua_auth_push_method_runner(L);
+        lua_insert(L, -2);     /* method runner policy */
+        lua_rotate(L, -3, 2);  /* runner policy method */
+        pre = 2;
+    }
     /* Arguments are converted before the fiber exists, so a failure has nothing to undo. */
     int base = lua_gettop(L); /* the method */
     push_ctx(L, c);
@@ -645,7 +704,7 @@ static int hub_invoke(kr_hub_t *hub, kr_sr_conn_t *c, const kr_sr_msg_t *m, void
         lua_pushnil(L); /* emit: set by kr__lua_hub_start_stream */
     int n = push_arguments(L, m);
     if (n < 0) {
-        lua_settop(L, base - 1);
+        lua_settop(L, base - 1 - pre);
         snprintf(msg, sizeof(msg), "Failed to invoke '%s' due to an error on the server.",
                  m->target);
         refuse(c, m, msg);
@@ -655,14 +714,14 @@ static int hub_invoke(kr_hub_t *hub, kr_sr_conn_t *c, const kr_sr_msg_t *m, void
         kr__lua_push_upload(L, c, m->stream_ids[i]);
     int nargs = lua_gettop(L) - base; /* ctx [emit] args... uploads... */
     if (streaming)
-        return kr__lua_hub_start_stream(vm, c, m, base, nargs);
+        return kr__lua_hub_start_stream(vm, c, m, base, nargs, pre);
     invocation_t *inv = kr_calloc(1, sizeof(*inv));
     inv->c = c;
     inv->id = m->invocation_id ? kr_strdup(m->invocation_id) : NULL;
     inv->method = kr_strdup(m->target);
     kr_fiber_t *f = kr_fiber_new(vm, "hub method", invocation_done, inv);
     if (f == NULL) {
-        lua_settop(L, base - 1);
+        lua_settop(L, base - 1 - pre);
         KR_LOG(KR_LOG_WARN, "hub", "%s: '%s' refused: too many fibers", kr_hub_path(hub),
                m->target);
         snprintf(msg, sizeof(msg), "An unexpected error occurred invoking '%s' on the server.",
@@ -676,8 +735,8 @@ static int hub_invoke(kr_hub_t *hub, kr_sr_conn_t *c, const kr_sr_msg_t *m, void
     inv->uploads = kr__lua_hub_copy_stream_ids(m);
     inv->nuploads = m->nstream_ids;
     kr_sr_conn_ref(c);
-    lua_xmove(L, f->co, nargs + 1); /* method ctx args... */
-    f->nargs = nargs;
+    lua_xmove(L, f->co, nargs + 1 + pre); /* [runner policy] method ctx args... */
+    f->nargs = nargs + pre;
     kr_fiber_start(f);
     return 0;
 }
@@ -744,6 +803,7 @@ static int hub_disconnected(kr_hub_t *hub, kr_sr_conn_t *c, const char *error, v
 }
 
 static const kr_hub_app_t lua_hub_app = {
+    .authorize = kr__lua_auth_hub,
     .invoke = hub_invoke,
     .connected = hub_connected,
     .disconnected = hub_disconnected,
@@ -822,7 +882,7 @@ static void read_opts(lua_State *L, int t, kr_hub_opts_t *o)
         "max_message_bytes", "transports", "protocols", "stateful_reconnect", "detailed_errors",
         "builtins", "authorize", "max_queued_invocations", "poll_timeout_ms",
         "stream_buffer_capacity", "max_streams", "client_result_timeout_ms",
-        "stateful_buffer_bytes", NULL};
+        "stateful_buffer_bytes", "cors", NULL};
     lua_pushnil(L);
     while (lua_next(L, t)) {
         lua_pop(L, 1);
@@ -859,8 +919,8 @@ static void read_opts(lua_State *L, int t, kr_hub_opts_t *o)
     o->detailed_errors = opt_bool(L, t, "detailed_errors", o->detailed_errors);
     o->builtins = opt_bool(L, t, "builtins", o->builtins);
     o->stateful_reconnect = opt_bool(L, t, "stateful_reconnect", o->stateful_reconnect);
-    if (lua_getfield(L, t, "authorize") != LUA_TNIL && lua_toboolean(L, -1))
-        luaL_error(L, "kr.hub: authorize is not supported yet");
+    lua_getfield(L, t, "authorize");
+    kr__lua_auth_check_option(L, -1, "kr.hub");
     lua_pop(L, 1);
 }
 
@@ -881,9 +941,11 @@ static int l_kr_hub(lua_State *L)
         path[--plen] = '\0';
     kr_hub_opts_t o;
     kr_hub_opts_default(&o);
+    const kr_cors_t *cors = NULL; /* the cors option (kr_lua_cors.c) */
     if (!lua_isnoneornil(L, 2)) {
         luaL_checktype(L, 2, LUA_TTABLE);
         read_opts(L, 2, &o);
+        cors = kr__lua_cors_option(L, 2, "kr.hub");
     }
     for (unsigned i = 0; i < vm->nhubs; i++)
         if (strcmp(kr_hub_path(vm->hubs[i].hub), path) == 0)
@@ -916,6 +978,12 @@ static int l_kr_hub(lua_State *L)
     }
     vm->hubs[vm->nhubs++] = (kr_vm_hub_t){hub, o, created};
     box->hub = hub;
+    kr__lua_cors_bind_hub(L, vm, hub, cors);
+    if (lua_istable(L, 2)) {
+        lua_getfield(L, 2, "authorize"); /* checked by read_opts */
+        kr__lua_auth_set_hub(L, hub, -1);
+        lua_pop(L, 1);
+    }
     if (vm->default_hub == NULL)
         vm->default_hub = hub;
     lua_pushvalue(L, -2);
@@ -931,6 +999,22 @@ static int define_method(lua_State *L, const char *field, const char *other, con
     size_t len;
     const char *name = luaL_checklstring(L, 2, &len);
     luaL_checktype(L, 3, LUA_TFUNCTION);
+    int has_authz = 0;
+    if (!lua_isnoneornil(L, 4)) {
+        /* { authorize = true | "Policy" }: checked per invocation (kr_lua_auth.c) */
+        luaL_checktype(L, 4, LUA_TTABLE);
+        lua_pushnil(L);
+        while (lua_next(L, 4)) {
+            lua_pop(L, 1);
+            if (lua_type(L, -1) != LUA_TSTRING || strcmp(lua_tostring(L, -1), "authorize") != 0)
+                return luaL_error(L, "%s: unknown option '%s'", fname, luaL_tolstring(L, -1, NULL));
+        }
+        lua_getfield(L, 4, "authorize");
+        kr__lua_auth_check_option(L, -1, fname);
+        has_authz = !lua_isnil(L, -1);
+        lua_pop(L, 1);
+    }
+    lua_settop(L, 4);
     kr_vm_t *vm = VM_UPVALUE(L);
     if (!vm->loading)
         return luaL_error(L, "%s may only be called while the scripts load", fname);
@@ -952,6 +1036,18 @@ static int define_method(lua_State *L, const char *field, const char *other, con
     lua_pop(L, 1);
     lua_pushvalue(L, 3);
     lua_setfield(L, -2, lower);
+    if (has_authz) {
+        /* handlers.authz[lower] = the policy */
+        lua_pop(L, 1);
+        if (lua_getfield(L, -1, "authz") != LUA_TTABLE) {
+            lua_pop(L, 1);
+            lua_newtable(L);
+            lua_pushvalue(L, -1);
+            lua_setfield(L, -3, "authz");
+        }
+        lua_getfield(L, 4, "authorize");
+        lua_setfield(L, -2, lower);
+    }
     lua_settop(L, 1);
     return 1;
 }

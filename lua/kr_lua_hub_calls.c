@@ -10,6 +10,7 @@
  */
 #include "kr_fiber.h"
 #include "kr_log.h"
+#include "kr_lua_auth.h"
 #include "kr_lua_hub_int.h"
 #include "kr_lua_json.h"
 
@@ -77,7 +78,12 @@ static void stream_done(kr_fiber_t *f, kr_fiber_status_e status, void *ud)
     kr_sr_stream_end(c, st->id);
     kr__lua_hub_close_uploads(c, st->uploads, st->nuploads);
     st->uploads = NULL;
-    if (status == KR_FIBER_ERROR) {
+    if (status == KR_FIBER_ERROR && kr__lua_auth_is_denial(f->error)) {
+        char msg[300];
+        snprintf(msg, sizeof(msg), "Failed to invoke '%s' because user is unauthorized",
+                 st->method);
+        send_stream_end(c, st->id, msg);
+    } else if (status == KR_FIBER_ERROR) {
         KR_LOG(KR_LOG_ERROR, "hub", "%s: stream '%s' failed: %s", kr_hub_path(kr_sr_conn_hub(c)),
                st->method, f->error);
         char msg[600];
@@ -131,7 +137,7 @@ static int l_emit(lua_State *L)
 }
 
 int kr__lua_hub_start_stream(kr_vm_t *vm, kr_sr_conn_t *c, const kr_sr_msg_t *m, int base,
-                             int nargs)
+                             int nargs, int pre)
 {
     lua_State *L = vm->L;
     stream_t *st = lua_newuserdatauv(L, sizeof(*st), 0);
@@ -140,7 +146,7 @@ int kr__lua_hub_start_stream(kr_vm_t *vm, kr_sr_conn_t *c, const kr_sr_msg_t *m,
     lua_replace(L, base + 2); /* the emit placeholder */
     int rc = kr_sr_stream_begin(c, m->invocation_id, stream_cancel, st);
     if (rc != 0) {
-        lua_settop(L, base - 1);
+        lua_settop(L, base - 1 - pre);
         char msg[300];
         if (rc == KR_EEXIST)
             snprintf(msg, sizeof(msg), "Invocation ID '%.200s' is already in use.",
@@ -159,7 +165,7 @@ int kr__lua_hub_start_stream(kr_vm_t *vm, kr_sr_conn_t *c, const kr_sr_msg_t *m,
     kr_fiber_t *f = kr_fiber_new(vm, "hub stream", stream_done, st);
     if (f == NULL) {
         kr_sr_stream_end(c, m->invocation_id);
-        lua_settop(L, base - 1);
+        lua_settop(L, base - 1 - pre);
         KR_LOG(KR_LOG_WARN, "hub", "%s: stream '%s' refused: too many fibers",
                kr_hub_path(kr_sr_conn_hub(c)), m->target);
         for (unsigned i = 0; i < m->nstream_ids; i++) {
@@ -181,8 +187,8 @@ int kr__lua_hub_start_stream(kr_vm_t *vm, kr_sr_conn_t *c, const kr_sr_msg_t *m,
     st->nuploads = m->nstream_ids;
     lua_pushvalue(L, base + 2);
     st->anchor = luaL_ref(L, LUA_REGISTRYINDEX);
-    lua_xmove(L, f->co, nargs + 1); /* fn ctx emit args... uploads... */
-    f->nargs = nargs;
+    lua_xmove(L, f->co, nargs + 1 + pre); /* [runner policy] fn ctx emit args... uploads... */
+    f->nargs = nargs + pre;
     kr_fiber_start(f);
     return 0;
 }

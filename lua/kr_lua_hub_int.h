@@ -32,9 +32,10 @@ void kr__lua_hub_close_uploads(kr_sr_conn_t *c, char **ids, unsigned n);
 
 /* kr_lua_hub_calls.c */
 /* Starts the stream method at L[base] with nargs values above it (ctx, a nil placeholder for
- * emit, arguments, upload iterators). Always returns 0 (the app took the invocation). */
+ * emit, arguments, upload iterators) and pre values below it (a per-method policy's runner
+ * and policy, which then call the method). Always returns 0 (the app took the invocation). */
 int kr__lua_hub_start_stream(kr_vm_t *vm, kr_sr_conn_t *c, const kr_sr_msg_t *m, int base,
-                             int nargs);
+                             int nargs, int pre);
 /* Ends a StreamInvocation at once with an error Completion. */
 void kr__lua_hub_stream_fail(kr_sr_conn_t *c, const char *invocation_id, const char *error);
 /* Pushes the iterator of upload stream id. */

@@ -13,6 +13,7 @@ cd "$(dirname "$0")/.."
 want=(build-essential cmake pkg-config clang lld llvm
       liblua5.4-dev lua5.4 libuv1-dev libcjson-dev libssl-dev node-llhttp
       libmsgpack-dev libhiredis-dev nodejs npm curl
+      redis-server  # tests/e2e/backplane starts its own on a free loopback port
       chromium)  # headless browser for tests/e2e/browser (driven by playwright-core)
 for group in "$@"; do
   case "$group" in
