@@ -200,3 +200,31 @@ test('load errors: a missing certificate, a key that does not match: exit 1 with
     fs.rmSync(d, { recursive: true, force: true });
   }
 });
+
+test('Basic authentication over TLS is accepted without allow_insecure (req.user set)', async () => {
+  const s = await startServer({
+    listen: false,
+    script: `kr.listen{ host = "127.0.0.1", port = 0, tls = { cert = ${luaString(files.cert)}, key = ${luaString(files.key)} } }
+kr.auth.basic{ validate = function(user, password)
+  if user == "ann" and password == "s3cret" then return { sub = user } end
+end }
+kr.map_route("GET", "/me", function(req, res) res:text(req.user.name) end, { authorize = true })`,
+  });
+  try {
+    const call = (auth) => new Promise((resolve, reject) => {
+      const headers = auth ? { Authorization: 'Basic ' + Buffer.from(auth).toString('base64') } : {};
+      https.get({ host: '127.0.0.1', port: s.port, path: '/me', ca, servername: 'localhost', headers, agent: false }, (res) => {
+        let body = '';
+        res.on('data', (d) => { body += d; });
+        res.on('end', () => resolve({ status: res.statusCode, body, challenge: res.headers['www-authenticate'] }));
+      }).on('error', reject);
+    });
+    assert.deepEqual(await call('ann:s3cret'), { status: 200, body: 'ann', challenge: undefined });
+    const anon = await call(null);
+    assert.equal(anon.status, 401);
+    assert.match(anon.challenge, /^Basic realm=/);
+    assert.equal((await call('ann:wrong')).status, 401);
+  } finally {
+    await s.stop();
+  }
+});
