@@ -34,6 +34,8 @@ static const field_spec_t fields[6] = {
     {"month", 1, 12, month_names, 1, 0}, {"day-of-week", 0, 7, dow_names, 0, 1},
 };
 
+static int fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
 static int fail(char *err, size_t errlen, const char *fmt, ...)
 {
     if (err != NULL && errlen > 0) {

@@ -7,6 +7,7 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <sys/socket.h>
 
@@ -33,14 +34,13 @@ int kr_ipcap_key(const struct sockaddr *sa, kr_ipkey_t *key)
     if (sa == NULL)
         return KR_EINVAL;
     if (sa->sa_family == AF_INET) {
-        const struct sockaddr_in *v4 = (const struct sockaddr_in *)sa;
+        /* Copied field by field: the caller's sockaddr may be only 2-byte aligned. */
         key->family = 4;
-        memcpy(key->bytes, &v4->sin_addr, 4);
+        memcpy(key->bytes, (const char *)sa + offsetof(struct sockaddr_in, sin_addr), 4);
         return 0;
     }
     if (sa->sa_family == AF_INET6) {
-        const struct sockaddr_in6 *v6 = (const struct sockaddr_in6 *)sa;
-        const uint8_t *a = v6->sin6_addr.s6_addr;
+        const uint8_t *a = (const uint8_t *)sa + offsetof(struct sockaddr_in6, sin6_addr);
         static const uint8_t mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
         if (memcmp(a, mapped, sizeof(mapped)) == 0) {
             key->family = 4; /* ::ffff:a.b.c.d on a dual-stack listener: the IPv4 client */

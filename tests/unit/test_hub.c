@@ -194,6 +194,7 @@ static const char *body_of(const char *r)
 
 /* Feeds one request to a fresh HTTP connection, returns the response (static buffer) and
  * closes the connection. */
+static const char *http_exchange(fx_t *fx, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static const char *http_exchange(fx_t *fx, const char *fmt, ...)
 {
     char req[2048];
