@@ -126,12 +126,12 @@ test('kr.sleep at load time: exit 1 with kr.sleep and FILE:LINE: in stderr', asy
 test('an endless loop at load time: exit 1 with FILE:LINE: (load budget), not a hang', async () => {
   const dir = tempDir();
   const file = writeScript(dir, 'kr.map_route("GET", "/x", function(req, res) res:text("x") end)\nwhile true do end\n', 'spin_at_load.lua');
-  const t0 = Date.now();
-  const r = await runKestrun(['--listen', '127.0.0.1:0', '--port-file', path.join(dir, 'port'), file], { timeoutMs: 30000 });
+  // The load budget is CPU time (10 s): on a loaded machine that takes longer in wall time, so
+  // the bound here is generous and only tells "stopped by the budget" from "hangs for ever".
+  const r = await runKestrun(['--listen', '127.0.0.1:0', '--port-file', path.join(dir, 'port'), file], { timeoutMs: 90000 });
   assert.equal(r.timedOut, false, 'stopped on its own');
   assert.equal(r.code, 1, `exit ${r.code} ${r.signal}; stderr:\n${r.stderr}`);
   assert.match(r.stderr, /spin_at_load\.lua:2:/);
-  assert.ok(Date.now() - t0 < 20000);
 });
 
 test('a runaway allocation at load time under kr.limits{ lua_max_memory_mb }: exit 1', async () => {
