@@ -579,6 +579,8 @@ static int l_kr_metrics(lua_State *L)
     lua_setfield(L, -2, "messages_sent");
     lua_pushinteger(L, (lua_Integer)s->stats.slow_consumers);
     lua_setfield(L, -2, "slow_consumers");
+    lua_pushinteger(L, (lua_Integer)s->stats.connections_refused);
+    lua_setfield(L, -2, "connections_refused");
     return 1;
 }
 

@@ -146,6 +146,7 @@ async function hubServes(port) {
 const CAPS = `
 kr.limits{ max_connections = 40, max_connections_per_ip = 20 }
 kr.map_route("GET", "/hello", function(req, res) res:text("hi") end)
+kr.map_route("GET", "/refused", function(req, res) res:text(tostring(kr.metrics().connections_refused)) end)
 `;
 
 const HOSTILE = `
@@ -208,6 +209,12 @@ test('per-IP cap: a flood of 200 sockets from one address gets 20 in, 180 answer
   const lines = caps.log().split('\n').filter((l) => l.includes('max_connections_per_ip = 20'));
   assert.equal(lines.length, 1, lines.join('\n'));
   assert.match(lines[0], /\[Warning\] server: connection from 127\.0\.0\.1 refused with 503: 20 open from it \(max_connections_per_ip = 20\)/);
+  // kr.metrics counts the refusals (180 of the flood and the one more)
+  const m = await rawClient(caps.port, { host: '127.0.0.1', localAddress: '127.0.0.2' });
+  m.write('GET /refused HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
+  await m.until((x) => x.closed, 3000);
+  m.close();
+  assert.match(m.text(), /\r\n\r\n181$/, m.text());
   // the flood leaves: its address is served again
   for (const c of flood) c.close();
   assert.ok(await waitUntil(async () => (await helloFrom(caps.port, '127.0.0.1')).status === 200, { timeoutMs: 3000 }));
