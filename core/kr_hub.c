@@ -1,5 +1,11 @@
-/* kr_hub.c: SignalR hubs: the HTTP endpoints, logical connections over WebSockets, the
- * JSON hub protocol dispatch, built-in methods, groups, users and fan-out (see kr_hub.h).
+/* kr_hub.c: SignalR hubs: logical connections and their life cycle, the routing of the hub's
+ * HTTP requests, the WebSocket transport (stateful reconnect included), the handshake, hub
+ * protocol dispatch (JSON and MessagePack), built-in methods, groups, users, delivery and
+ * fan-out, POSTed client messages, and the hub's timers (see kr_hub.h).
+ * Elsewhere, sharing kr_hub_int.h: negotiate (kr_sr_negotiate.c), the Server-Sent Events and
+ * long-polling transports (kr_sr_sse.c, kr_sr_lp.c), streams and client results
+ * (kr_sr_calls.c). deliver (run for every recipient of a broadcast) and make_unit stay here,
+ * so the WebSocket send path stays within this file; the other transports are one call away.
  *
  * Connection states:
  *   NEGOTIATED --WS upgrade--> HANDSHAKING --handshake--> CONNECTED --close--> CLOSING --> gone
@@ -11,7 +17,6 @@
 #include "kr_hub_int.h"
 #include <msgpack.h>
 #include "kr_conn.h"
-#include "kr_json.h"
 #include "kr_list.h"
 #include "kr_log.h"
 #include "kr_map.h"
@@ -148,6 +153,11 @@ static void set_principal(kr_sr_conn_t *c, const kr_hub_principal_t *p)
     c->close_at_ms = p->close_at_ms;
 }
 
+void kr__sr_set_principal(kr_sr_conn_t *c, const kr_hub_principal_t *p)
+{
+    set_principal(c, p);
+}
+
 /* A transport request must come from the user its connection was created for (as ASP.NET
  * Core compares Identity.Name; anonymous only matches anonymous). */
 static int same_user(const kr_sr_conn_t *c, const kr_hub_principal_t *p)
@@ -196,6 +206,11 @@ static kr_sr_conn_t *conn_new(kr_hub_t *hub, int with_token)
     kr_map_put(&hub->by_token, c->token, ID_LEN, c);
     kr_list_insert_tail(&hub->conns, &c->link);
     return c;
+}
+
+kr_sr_conn_t *kr__sr_conn_new(kr_hub_t *hub, int with_token)
+{
+    return conn_new(hub, with_token);
 }
 
 kr_sr_conn_t *kr_hub_find(const kr_hub_t *hub, const char *id, size_t len)
@@ -331,28 +346,6 @@ static int wire_protocol(kr_sr_wire_e wire)
                                                                       : KR_SR_PROTO_JSON;
 }
 
-/* One Server-Sent Events event: every LF-separated line as "data: line" (a CR before the LF
- * dropped), then an empty line. EventSource joins the lines with LF again. */
-static kr_buf_t *sse_event(const kr_buf_t *records)
-{
-    kr_sbuf_t sb;
-    kr_sbuf_init(&sb, records->len + 16);
-    const char *p = records->data, *end = records->data + records->len;
-    while (p < end) {
-        const char *nl = memchr(p, '\n', (size_t)(end - p));
-        const char *stop = nl ? nl : end;
-        size_t n = (size_t)(stop - p);
-        if (nl && n > 0 && stop[-1] == '\r')
-            n--;
-        kr_sbuf_append(&sb, "data: ", 6);
-        kr_sbuf_append(&sb, p, n);
-        kr_sbuf_append(&sb, "\r\n", 2);
-        p = nl ? nl + 1 : end;
-    }
-    kr_sbuf_append(&sb, "\r\n", 2);
-    return kr_sbuf_finish(&sb);
-}
-
 /* Wraps encoded records into the delivery unit of a wire format. Takes records. */
 static kr_buf_t *make_unit(kr_sr_wire_e wire, kr_buf_t *records)
 {
@@ -360,7 +353,7 @@ static kr_buf_t *make_unit(kr_sr_wire_e wire, kr_buf_t *records)
     if (wire == KR_WIRE_RAW_JSON || wire == KR_WIRE_RAW_MSGPACK)
         return records; /* long polling: a poll's body is the records themselves */
     if (wire == KR_WIRE_SSE_JSON)
-        unit = sse_event(records);
+        unit = kr__sr_sse_event(records);
     else
         unit = kr_ws_frame_new(wire == KR_WIRE_WS_MSGPACK ? 0x2 : 0x1, records->data,
                                records->len);
@@ -368,7 +361,6 @@ static kr_buf_t *make_unit(kr_sr_wire_e wire, kr_buf_t *records)
     return unit;
 }
 
-static void lp_schedule(kr_sr_conn_t *c);
 static void slow_consumer(kr_sr_conn_t *c);
 
 /* The client cannot keep up (its queue passed the hard limit): close it. */
@@ -455,19 +447,8 @@ static int deliver(kr_sr_conn_t *c, kr_buf_t *unit, unsigned trackable)
         return kr_ws_send_frame(c->ws, unit);
     if (c->sse != NULL)
         return kr_conn_write(c->sse, unit);
-    if (c->transport == KR_SR_TRANSPORT_LP && !c->lp_ended) {
-        /* The same bound as any output queue: past the hard limit the client is too slow. */
-        if (c->lp_queue.bytes + unit->len > c->hub->opts.hard_limit) {
-            kr_buf_unref(unit);
-            c->hub->server->stats.slow_consumers++;
-            c->lp_ended = 1;
-            lp_schedule(c);
-            return KR_ELIMIT;
-        }
-        kr_outq_push(&c->lp_queue, unit);
-        lp_schedule(c);
-        return 0;
-    }
+    if (c->transport == KR_SR_TRANSPORT_LP && !c->lp_ended)
+        return kr__sr_lp_push(c, unit);
     kr_buf_unref(unit);
     return KR_ECLOSED;
 }
@@ -578,7 +559,6 @@ int kr_sr_conn_send(kr_sr_conn_t *c, const kr_sr_payload_t *p)
 /* ---- closing ---------------------------------------------------------------------------- */
 
 static void conn_ended(kr_sr_conn_t *c, const char *error);
-static void lp_release(kr_sr_conn_t *c, int status);
 static void write_close(kr_sr_conn_t *c, kr_sbuf_t *sb, const char *error, int allow_reconnect);
 static void respond_held_post(kr_sr_conn_t *c, int status);
 
@@ -608,9 +588,9 @@ void kr_sr_conn_close(kr_sr_conn_t *c, const char *error, int allow_reconnect)
     }
     if (c->transport == KR_SR_TRANSPORT_LP) {
         /* The Close record (if any) goes out with the held or the next poll; the poll after
-         * that gets 204, which ends the connection on the client (lp_answer). */
+         * that gets 204, which ends the connection on the client (kr__sr_lp_answer). */
         c->lp_ended = 1;
-        lp_schedule(c);
+        kr__sr_lp_schedule(c);
         return;
     }
     conn_ended(c, NULL);
@@ -636,7 +616,7 @@ static void conn_ended(kr_sr_conn_t *c, const char *error)
         c->sse->proto_data = NULL; /* the event stream no longer reports to us */
         c->sse = NULL;
     }
-    lp_release(c, 204);
+    kr__sr_lp_release(c, 204);
     respond_held_post(c, 404);
     c->detached = 0;
     kr__sr_calls_end(c); /* streams cancelled, client results failed, uploads ended */
@@ -658,6 +638,11 @@ static void conn_ended(kr_sr_conn_t *c, const char *error)
         c->disconnect_pending = 0;
     }
     conn_finish(c);
+}
+
+void kr__sr_conn_ended(kr_sr_conn_t *c, const char *error)
+{
+    conn_ended(c, error);
 }
 
 void kr_sr_conn_disconnected_done(kr_sr_conn_t *c)
@@ -974,8 +959,6 @@ static void respond_held_post(kr_sr_conn_t *c, int status)
     kr_http_req_unref(req);
 }
 
-static void on_lp_timer(uv_timer_t *t);
-
 void kr__sr_maybe_resume(kr_sr_conn_t *c)
 {
     if (!c->paused || must_pause(c) || c->state != SR_CONNECTED ||
@@ -984,7 +967,7 @@ void kr__sr_maybe_resume(kr_sr_conn_t *c)
     kr_hub_t *hub = c->hub;
     kr_list_insert_tail(&hub->resume_ready, &c->resume_link);
     if (!uv_is_active((uv_handle_t *)&hub->lp_timer))
-        uv_timer_start(&hub->lp_timer, on_lp_timer, 0, 0);
+        uv_timer_start(&hub->lp_timer, kr__sr_on_lp_timer, 0, 0);
 }
 
 static void resume_reading(kr_sr_conn_t *c)
@@ -999,6 +982,31 @@ static void resume_reading(kr_sr_conn_t *c)
     if (!c->paused)
         respond_held_post(c, 200); /* its bytes are consumed: the client may send more */
     kr_sr_conn_unref(c);
+}
+
+/* The hub's deferred work, at the next loop turn: ready long polls, connections that may read
+ * again. */
+void kr__sr_on_lp_timer(uv_timer_t *t)
+{
+    kr_hub_t *hub = kr_container_of(t, kr_hub_t, lp_timer);
+    kr_list_t batch;
+    kr_list_init(&batch);
+    kr_list_move_all(&hub->resume_ready, &batch);
+    while (!kr_list_empty(&batch)) {
+        kr_sr_conn_t *c = kr_container_of(batch.next, kr_sr_conn_t, resume_link);
+        kr_list_remove(&c->resume_link);
+        kr_sr_conn_ref(c);
+        resume_reading(c);
+        kr_sr_conn_unref(c);
+    }
+    kr_list_move_all(&hub->lp_ready, &batch);
+    while (!kr_list_empty(&batch)) {
+        kr_sr_conn_t *c = kr_container_of(batch.next, kr_sr_conn_t, lp_ready_link);
+        kr_list_remove(&c->lp_ready_link);
+        kr_sr_conn_ref(c);
+        kr__sr_lp_answer(c);
+        kr_sr_conn_unref(c);
+    }
 }
 
 /* Runs queued invocations until one stays busy, then parses more input if reading paused. */
@@ -1247,9 +1255,9 @@ static void on_tick(uv_timer_t *t)
             /* Long polling has no pings: a held poll is answered empty after the poll timeout,
              * and a client that stops polling (or whose poll's socket went away) is gone. */
             if (c->poll != NULL && c->poll->conn == NULL)
-                lp_release(c, 204);
+                kr__sr_lp_release(c, 204);
             if (c->poll != NULL && now - c->poll_since_ms >= hub->opts.poll_timeout_ms)
-                lp_release(c, 200);
+                kr__sr_lp_release(c, 200);
             else if (c->poll == NULL && now - c->poll_since_ms >= hub->opts.disconnect_timeout_ms)
                 conn_ended(c, c->lp_ended ? NULL : "the client stopped polling");
             if (c->state == SR_HANDSHAKING && now - c->created_ms >= hub->opts.handshake_timeout_ms)
@@ -1313,291 +1321,9 @@ static uint64_t tick_interval(const kr_hub_opts_t *o)
 
 /* ---- HTTP endpoints --------------------------------------------------------------------- */
 
-/* Finds a query parameter (key compared case-insensitively, as .NET does) and percent-decodes
- * its value into out. Returns the length, -1 when absent, or -2 when too long for out (which
- * is never a valid value: the caller answers as for an unknown one). */
-static long query_param(const kr_http_req_t *req, const char *key, char *out, size_t outlen)
-{
-    size_t klen = strlen(key);
-    const char *p = req->query;
-    while (*p) {
-        const char *amp = strchr(p, '&');
-        const char *end = amp ? amp : p + strlen(p);
-        const char *eq = memchr(p, '=', (size_t)(end - p));
-        const char *kend = eq ? eq : end;
-        if ((size_t)(kend - p) == klen && kr_strncasecmp(p, key, klen) == 0) {
-            size_t o = 0;
-            for (const char *v = eq ? eq + 1 : end; v < end; v++) {
-                if (o + 1 >= outlen)
-                    return -2;
-                if (*v == '%' && v + 2 < end + 0 && kr_hexval(v[1]) >= 0 && kr_hexval(v[2]) >= 0) {
-                    out[o++] = (char)(kr_hexval(v[1]) * 16 + kr_hexval(v[2]));
-                    v += 2;
-                } else {
-                    out[o++] = *v == '+' ? ' ' : *v;
-                }
-            }
-            out[o] = '\0';
-            return (long)o;
-        }
-        p = amp ? amp + 1 : end;
-    }
-    return -1;
-}
-
 static void respond_text(kr_http_req_t *req, int status, const char *text)
 {
     kr_http_respond_text(req, status, "text/plain; charset=utf-8", text, strlen(text));
-}
-
-static void respond_json(kr_http_req_t *req, kr_sbuf_t *sb)
-{
-    kr_http_header_t h[] = {
-        {"Content-Type", "application/json", 12, 16},
-        {"Cache-Control", "no-cache", 13, 8},
-    };
-    kr_http_respond(req, 200, h, 2, kr_sbuf_finish(sb));
-}
-
-static void negotiate(kr_hub_t *hub, kr_http_req_t *req, const kr_hub_principal_t *p)
-{
-    if (req->method != KR_M_POST) {
-        kr_http_header_t h = {"Allow", "POST", 5, 4};
-        kr_http_respond(req, 405, &h, 1, NULL);
-        return;
-    }
-    char vbuf[32];
-    long vlen = query_param(req, "negotiateVersion", vbuf, sizeof(vbuf));
-    kr_sbuf_t sb;
-    kr_sbuf_init(&sb, 256);
-    long version = 0;
-    if (vlen == -2) {
-        vbuf[0] = '\0';
-        vlen = 0; /* too long to be a version: answered as an invalid one below */
-    }
-    if (vlen >= 0) {
-        char *end;
-        version = strtol(vbuf, &end, 10);
-        if (vlen == 0 || *end != '\0') {
-            kr_sbuf_puts(&sb, "{\"error\":");
-            char text[96];
-            snprintf(text, sizeof(text), "The client requested an invalid protocol version '%s'",
-                     vbuf);
-            kr_json_write_string(&sb, text, strlen(text));
-            kr_sbuf_putc(&sb, '}');
-            respond_json(req, &sb);
-            return;
-        }
-        if (version < 0) {
-            kr_sbuf_puts(&sb, "{\"error\":");
-            char text[128];
-            snprintf(text, sizeof(text),
-                     "The client requested version '%ld', but the server does not support this "
-                     "version.",
-                     version);
-            kr_json_write_string(&sb, text, strlen(text));
-            kr_sbuf_putc(&sb, '}');
-            respond_json(req, &sb);
-            return;
-        }
-        if (version > 1)
-            version = 1;
-    }
-    kr_sr_conn_t *c = conn_new(hub, version >= 1);
-    set_principal(c, p);
-    kr_sbuf_printf(&sb, "{\"negotiateVersion\":%ld,\"connectionId\":\"%s\"", version, c->id);
-    if (version >= 1)
-        kr_sbuf_printf(&sb, ",\"connectionToken\":\"%s\"", c->token);
-    kr_sbuf_puts(&sb, ",\"availableTransports\":[");
-    if (hub->opts.transports & KR_SR_TRANSPORT_WS)
-        kr_sbuf_puts(&sb, "{\"transport\":\"WebSockets\",\"transferFormats\":[\"Text\",\"Binary\"]}");
-    if (hub->opts.transports & KR_SR_TRANSPORT_SSE)
-        kr_sbuf_printf(&sb, "%s{\"transport\":\"ServerSentEvents\",\"transferFormats\":[\"Text\"]}",
-                       hub->opts.transports & KR_SR_TRANSPORT_WS ? "," : "");
-    if (hub->opts.transports & KR_SR_TRANSPORT_LP)
-        kr_sbuf_printf(&sb,
-                       "%s{\"transport\":\"LongPolling\",\"transferFormats\":[\"Text\",\"Binary\"]}",
-                       hub->opts.transports & (KR_SR_TRANSPORT_WS | KR_SR_TRANSPORT_SSE) ? "," : "");
-    kr_sbuf_putc(&sb, ']');
-    /* Stateful reconnect only when the client asked and the hub allows it (a client that did
-     * not ask refuses the connection when the reply says it anyway). */
-    char sbuf[8];
-    long slen = query_param(req, "useStatefulReconnect", sbuf, sizeof(sbuf));
-    if (hub->opts.stateful_reconnect && slen == 4 && kr_strncasecmp(sbuf, "true", 4) == 0) {
-        c->stateful_offered = 1;
-        kr_sbuf_puts(&sb, ",\"useStatefulReconnect\":true");
-    }
-    kr_sbuf_putc(&sb, '}');
-    respond_json(req, &sb);
-}
-
-/* ---- Server-Sent Events transport ------------------------------------------------------ */
-
-/* The event stream carries nothing from the client: input is dropped, EOF or a reset ends it. */
-static void sse_on_read(kr_conn_t *conn)
-{
-    kr_conn_consume(conn, conn->rlen);
-}
-
-static void sse_on_close(kr_conn_t *conn)
-{
-    kr_sr_conn_t *c = conn->proto_data;
-    if (c == NULL)
-        return;
-    conn->proto_data = NULL;
-    c->sse = NULL;
-    kr_sr_conn_ref(c);
-    conn_ended(c, NULL);
-    kr_sr_conn_unref(c);
-}
-
-static const kr_conn_proto_t sse_proto = {
-    .name = "sse",
-    .on_read = sse_on_read,
-    .on_close = sse_on_close,
-};
-
-static void start_sse(kr_hub_t *hub, kr_http_req_t *req, kr_sr_conn_t *c)
-{
-    /* The body has no length: it ends with the connection. ":\r\n" (a comment) is flushed at
-     * once so that EventSource reports the stream open. */
-    kr_sbuf_t sb;
-    kr_sbuf_init(&sb, 256);
-    kr_sbuf_puts(&sb, "HTTP/1.1 200 OK\r\nServer: kestrun\r\nDate: ");
-    kr_sbuf_puts(&sb, kr_server_date(hub->server));
-    kr_sbuf_puts(&sb, "\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n");
-    kr_http_req_put_extra_headers(req, &sb); /* CORS */
-    kr_sbuf_puts(&sb, "Connection: close\r\n\r\n:\r\n");
-    kr_conn_t *conn = req->conn;
-    if (conn == NULL || kr_conn_write(conn, kr_sbuf_finish(&sb)) != 0)
-        return;
-    if (kr_http_take_over(req, &sse_proto, c) == NULL)
-        return;
-    conn->high_water = 0; /* nothing to read: only the hard limit matters */
-    conn->corkable = 1;
-    conn->hard_limit = hub->opts.hard_limit;
-    c->sse = conn;
-    c->transport = KR_SR_TRANSPORT_SSE;
-    c->wire = KR_WIRE_SSE_JSON;
-    c->state = SR_HANDSHAKING;
-    c->created_ms = c->last_recv_ms = now_ms(hub); /* the handshake timeout starts now */
-}
-
-/* ---- long polling transport ------------------------------------------------------------ */
-
-static void on_lp_timer(uv_timer_t *t);
-
-static void lp_schedule(kr_sr_conn_t *c)
-{
-    kr_hub_t *hub = c->hub;
-    if (c->poll == NULL || kr_list_linked(&c->lp_ready_link))
-        return;
-    /* Answered from a timer at the next loop turn, never inside the caller's stack (a
-     * broadcast loop): answering ends an HTTP request, which may start the next one. */
-    kr_list_insert_tail(&hub->lp_ready, &c->lp_ready_link);
-    if (!uv_is_active((uv_handle_t *)&hub->lp_timer))
-        uv_timer_start(&hub->lp_timer, on_lp_timer, 0, 0);
-}
-
-static const kr_http_header_t lp_headers[] = {
-    {"Content-Type", "application/octet-stream", 12, 24},
-    {"Cache-Control", "no-cache", 13, 8},
-};
-
-/* Answers the held poll with everything queued (200), or with status when nothing is queued
- * and status is 204. */
-static void lp_answer(kr_sr_conn_t *c)
-{
-    kr_http_req_t *req = c->poll;
-    if (req == NULL)
-        return;
-    c->poll = NULL;
-    kr_list_remove(&c->lp_ready_link);
-    c->poll_since_ms = now_ms(c->hub);
-    if (kr_outq_empty(&c->lp_queue) && c->lp_ended) {
-        kr_http_respond(req, 204, lp_headers + 1, 1, NULL);
-    } else {
-        /* Whole records only: the queue holds complete delivery units. */
-        kr_http_respond_start(req, 200, lp_headers, 2, (int64_t)c->lp_queue.bytes);
-        kr_outq_t *q = &c->lp_queue;
-        for (uint32_t i = 0; i < q->count; i++)
-            kr_http_respond_body(req, kr_buf_ref(q->items[(q->head + i) % q->cap].buf));
-        kr_outq_dispose(q);
-        kr_outq_init(q);
-        kr_http_respond_end(req);
-    }
-    kr_http_req_unref(req);
-}
-
-/* Lets go of a held poll: answered with status (204 at the end, 200 on timeout). */
-static void lp_release(kr_sr_conn_t *c, int status)
-{
-    kr_http_req_t *req = c->poll;
-    if (req == NULL)
-        return;
-    c->poll = NULL;
-    kr_list_remove(&c->lp_ready_link);
-    kr_http_respond(req, status, lp_headers + 1, 1, NULL);
-    kr_http_req_unref(req);
-}
-
-/* The hub's deferred work, at the next loop turn: ready long polls, connections that may read
- * again. */
-static void on_lp_timer(uv_timer_t *t)
-{
-    kr_hub_t *hub = kr_container_of(t, kr_hub_t, lp_timer);
-    kr_list_t batch;
-    kr_list_init(&batch);
-    kr_list_move_all(&hub->resume_ready, &batch);
-    while (!kr_list_empty(&batch)) {
-        kr_sr_conn_t *c = kr_container_of(batch.next, kr_sr_conn_t, resume_link);
-        kr_list_remove(&c->resume_link);
-        kr_sr_conn_ref(c);
-        resume_reading(c);
-        kr_sr_conn_unref(c);
-    }
-    kr_list_move_all(&hub->lp_ready, &batch);
-    while (!kr_list_empty(&batch)) {
-        kr_sr_conn_t *c = kr_container_of(batch.next, kr_sr_conn_t, lp_ready_link);
-        kr_list_remove(&c->lp_ready_link);
-        kr_sr_conn_ref(c);
-        lp_answer(c);
-        kr_sr_conn_unref(c);
-    }
-}
-
-/* GET {hub}?id=: the first poll activates the connection and answers empty at once (the
- * client discards that body); later ones are held until there is something to send. */
-static void handle_poll(kr_hub_t *hub, kr_http_req_t *req, kr_sr_conn_t *c)
-{
-    if (c->transport == 0) {
-        c->transport = KR_SR_TRANSPORT_LP;
-        c->wire = KR_WIRE_RAW_JSON;
-        c->state = SR_HANDSHAKING;
-        c->created_ms = c->last_recv_ms = c->poll_since_ms = now_ms(hub);
-        kr_http_respond(req, 200, lp_headers, 2, NULL);
-        return;
-    }
-    if (c->poll != NULL)
-        lp_release(c, 204); /* a second poll replaces the first */
-    if (c->lp_ended && kr_outq_empty(&c->lp_queue)) {
-        kr_http_respond(req, 204, lp_headers + 1, 1, NULL);
-        conn_ended(c, NULL);
-        return;
-    }
-    c->poll = req;
-    kr_http_req_ref(req);
-    c->poll_since_ms = now_ms(hub);
-    if (!kr_outq_empty(&c->lp_queue) || c->lp_ended)
-        lp_answer(c); /* at loop level (the HTTP dispatch), so answering here is safe */
-}
-
-/* DELETE {hub}?id=: the client stopped (it aborted its poll first). */
-static void handle_delete(kr_sr_conn_t *c, kr_http_req_t *req)
-{
-    kr_http_respond(req, 202, NULL, 0, NULL);
-    c->lp_ended = 1;
-    conn_ended(c, NULL);
 }
 
 /* POST {hub}?id=: records from the client of an SSE or long-polling connection. */
@@ -1756,11 +1482,11 @@ void kr_hub_http_continue(kr_hub_t *hub, kr_http_req_t *req, const kr_hub_princi
 static void handle_endpoint(kr_hub_t *hub, kr_http_req_t *req, const kr_hub_principal_t *p)
 {
     if (is_negotiate_path(hub, req)) {
-        negotiate(hub, req, p);
+        kr__sr_negotiate(hub, req, p);
         return;
     }
     char id[ID_LEN + 8];
-    long idlen = query_param(req, "id", id, sizeof(id));
+    long idlen = kr__sr_query_param(req, "id", id, sizeof(id));
     kr_sr_conn_t *c = NULL;
     if (idlen > 0)
         c = kr_map_get(&hub->by_token, id, (size_t)idlen);
@@ -1818,19 +1544,19 @@ static void handle_endpoint(kr_hub_t *hub, kr_http_req_t *req, const kr_hub_prin
         else if (req->method == KR_M_POST)
             receive_post(c, req);
         else if (req->method == KR_M_DELETE)
-            handle_delete(c, req);
+            kr__sr_handle_delete(c, req);
         else
-            handle_poll(hub, req, c);
+            kr__sr_handle_poll(hub, req, c);
     } else if (req->method == KR_M_GET && accepts_event_stream(req)) {
         if (!(hub->opts.transports & KR_SR_TRANSPORT_SSE))
             respond_text(req, 404, "ServerSentEvents transport is not enabled");
         else
-            start_sse(hub, req, c);
+            kr__sr_start_sse(hub, req, c);
     } else if (req->method == KR_M_GET) {
         if (!(hub->opts.transports & KR_SR_TRANSPORT_LP))
             respond_text(req, 404, "LongPolling transport is not enabled");
         else
-            handle_poll(hub, req, c);
+            kr__sr_handle_poll(hub, req, c);
     } else {
         /* A negotiated connection has no transport yet: nothing can be sent or deleted. */
         respond_text(req, 404, "No Connection with that ID");

@@ -15,6 +15,8 @@
  *
  * Calls: kr_http (negotiate, upgrade), kr_ws, kr_sr_json, kr_sr_msgpack, kr_map. Calls up through the
  * kr_hub_app_t callbacks only (the Lua layer implements them).
+ * Implemented by kr_hub.c, kr_sr_negotiate.c, kr_sr_sse.c, kr_sr_lp.c and kr_sr_calls.c, which
+ * share kr_hub_int.h.
  */
 #ifndef KR_HUB_H
 #define KR_HUB_H

@@ -1,6 +1,8 @@
 /* kr_hub_int.h: the hub's internal structures, shared by the files that implement hubs
- * (kr_hub.c: endpoints, transports, dispatch, fan-out; kr_sr_calls.c: streams and client
- * results in flight). Nothing outside core/kr_hub*.c and core/kr_sr_calls.c includes it.
+ * (kr_hub.c: connections, routing of the HTTP endpoints, the WebSocket transport, dispatch,
+ * fan-out, timers; kr_sr_negotiate.c: negotiate; kr_sr_sse.c and kr_sr_lp.c: the Server-Sent
+ * Events and long-polling transports; kr_sr_calls.c: streams and client results in flight).
+ * Nothing outside core/kr_hub*.c and those core/kr_sr_*.c files includes it.
  */
 #ifndef KR_HUB_INT_H
 #define KR_HUB_INT_H
@@ -131,6 +133,44 @@ void kr__sr_complete_error(kr_sr_conn_t *c, const char *id, const char *error);
  * (from the hub's deferred-work timer), never inside the caller's stack, which may be a
  * running fiber. */
 void kr__sr_maybe_resume(kr_sr_conn_t *c);
+/* The hub's deferred work (hub->lp_timer, started with a 0 timeout): resumes the connections on
+ * hub->resume_ready, then answers the long polls on hub->lp_ready. */
+void kr__sr_on_lp_timer(uv_timer_t *t);
+/* The transport is gone: tell the app, then (now or when it says so) release groups. */
+void kr__sr_conn_ended(kr_sr_conn_t *c, const char *error);
+/* A new logical connection in the hub's index (NEGOTIATED); with_token: a token distinct from
+ * the id (negotiate v1), else the id serves as the token. */
+kr_sr_conn_t *kr__sr_conn_new(kr_hub_t *hub, int with_token);
+/* The connection's user and claims, from the request that created it (p NULL: anonymous). */
+void kr__sr_set_principal(kr_sr_conn_t *c, const kr_hub_principal_t *p);
+
+/* kr_sr_negotiate.c */
+/* Finds a query parameter (case-insensitive key) and percent-decodes its value into out.
+ * Returns the length, -1 when absent, or -2 when too long for out. */
+long kr__sr_query_param(const kr_http_req_t *req, const char *key, char *out, size_t outlen);
+/* POST {hub}/negotiate, for a request whose user is p (NULL: anonymous). */
+void kr__sr_negotiate(kr_hub_t *hub, kr_http_req_t *req, const kr_hub_principal_t *p);
+
+/* kr_sr_sse.c */
+/* The Server-Sent Events delivery unit of encoded records (a new buffer; records is kept). */
+kr_buf_t *kr__sr_sse_event(const kr_buf_t *records);
+/* GET {hub}?id= with Accept: text/event-stream: c's event stream starts (HANDSHAKING). */
+void kr__sr_start_sse(kr_hub_t *hub, kr_http_req_t *req, kr_sr_conn_t *c);
+
+/* kr_sr_lp.c */
+/* Queues a delivery unit for the next poll of a long-polling connection that has not ended
+ * (takes the reference). 0, or KR_ELIMIT past the hard limit (the connection then ends). */
+int kr__sr_lp_push(kr_sr_conn_t *c, kr_buf_t *unit);
+/* The held poll (if any) is answered at the next loop turn (kr__sr_on_lp_timer). */
+void kr__sr_lp_schedule(kr_sr_conn_t *c);
+/* Answers the held poll with everything queued (200), or 204 when nothing is and c ended. */
+void kr__sr_lp_answer(kr_sr_conn_t *c);
+/* Lets go of a held poll: answered with status (204 at the end, 200 on timeout). */
+void kr__sr_lp_release(kr_sr_conn_t *c, int status);
+/* GET {hub}?id= without an event stream: the first poll activates c, later ones are held. */
+void kr__sr_handle_poll(kr_hub_t *hub, kr_http_req_t *req, kr_sr_conn_t *c);
+/* DELETE {hub}?id=: the client stopped. */
+void kr__sr_handle_delete(kr_sr_conn_t *c, kr_http_req_t *req);
 
 /* kr_sr_calls.c */
 void kr__sr_calls_init(kr_sr_conn_t *c);

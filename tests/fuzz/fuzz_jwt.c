@@ -5,8 +5,9 @@
  *   0: the rest is the token, verified as it is; the strict base64url decoder also runs on it
  *      alone and must round-trip (whatever it accepts re-encodes to the same text);
  *   1, 2: the rest is header JSON, a NUL, payload JSON; the harness base64url-encodes both and
- *      signs them with the HS256 secret (1) or the ES256 private key (2) it configured, so
- *      every input reaches the header, signature and claims checks.
+ *      signs them with the HS256 secret (1) or the ES256 private key (2) it configured (with
+ *      the unit tests' signer, tests/unit/jwt_sign.h), so every input reaches the header,
+ *      signature and claims checks.
  * The second byte picks the options (issuer, audiences, require_exp, leeway, size limit).
  * Every call must leave no claims and a static error on failure, an object and no error on
  * success, and an empty OpenSSL error queue either way. Tokens are verified from an
@@ -20,8 +21,9 @@
 #include <openssl/pem.h>
 #include <stdlib.h>
 
+#include "../unit/jwt_sign.h"
+
 static const char secret[] = "fuzz-secret-fuzz-secret-fuzz-secret!";
-static const char b64tbl[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 
 typedef struct state_s {
     kr_jwt_key_t *keys[2]; /* HS256, ES256 */
@@ -32,24 +34,6 @@ static void check(int cond)
 {
     if (!cond)
         abort();
-}
-
-static size_t b64url_enc(const unsigned char *in, size_t n, char *out)
-{
-    uint32_t acc = 0;
-    int bits = 0;
-    size_t o = 0;
-    for (size_t i = 0; i < n; i++) {
-        acc = (acc << 8) | in[i];
-        bits += 8;
-        while (bits >= 6) {
-            bits -= 6;
-            out[o++] = b64tbl[(acc >> bits) & 63];
-        }
-    }
-    if (bits > 0)
-        out[o++] = b64tbl[(acc << (6 - bits)) & 63];
-    return o;
 }
 
 static const state_t *state(void)
@@ -125,30 +109,15 @@ static void base64_round_trip(const char *p, size_t len)
     free(raw);
 }
 
-/* HS256 or ES256 JOSE signature over in[0..len). */
+/* HS256 or ES256 JOSE signature over in[0..len) (sig: 64 bytes). */
 static size_t sign(const state_t *st, int es, const char *in, size_t len, unsigned char *sig)
 {
-    unsigned char der[128];
-    size_t n = sizeof(der);
-    EVP_MD_CTX *mctx;
-    ECDSA_SIG *s;
-    const unsigned char *p = der;
+    signer_t s = {.alg = es ? "ES256" : "HS256",
+                  .priv = st->es_priv,
+                  .secret = secret,
+                  .secret_len = strlen(secret)};
 
-    if (!es) {
-        check(EVP_Q_mac(NULL, "HMAC", NULL, "SHA256", NULL, secret, strlen(secret),
-                        (const unsigned char *)in, len, sig, 32, &n) != NULL);
-        return n;
-    }
-    mctx = EVP_MD_CTX_new();
-    check(EVP_DigestSignInit_ex(mctx, NULL, "SHA256", NULL, NULL, st->es_priv, NULL) == 1);
-    check(EVP_DigestSign(mctx, der, &n, (const unsigned char *)in, len) == 1);
-    EVP_MD_CTX_free(mctx);
-    s = d2i_ECDSA_SIG(NULL, &p, (long)n);
-    check(s != NULL);
-    check(BN_bn2binpad(ECDSA_SIG_get0_r(s), sig, 32) == 32);
-    check(BN_bn2binpad(ECDSA_SIG_get0_s(s), sig + 32, 32) == 32);
-    ECDSA_SIG_free(s);
-    return 64;
+    return jwt_sign(&s, in, len, sig);
 }
 
 /* header NUL payload -> a token signed by the harness. */

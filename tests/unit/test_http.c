@@ -16,6 +16,7 @@
 #include "kr_server.h"
 
 #include "kr_test.h"
+#include "conn_output.h"
 
 extern const kr_conn_proto_t kr_http_proto;
 
@@ -153,19 +154,7 @@ static void feed(fx_t *fx, const char *s)
 static const char *output_of(kr_conn_t *c, size_t *lenp)
 {
     static char out[256 * 1024];
-    unsigned cnt = c->outq.count;
-    uv_buf_t *iov = kr_calloc(cnt ? cnt : 1, sizeof(*iov));
-    unsigned n = kr_outq_peek(&c->outq, iov, cnt);
-    ASSERT_EQ(n, cnt);
-    size_t len = 0;
-    for (unsigned i = 0; i < n; i++) {
-        ASSERT(len + iov[i].len < sizeof(out));
-        memcpy(out + len, iov[i].base, iov[i].len);
-        len += iov[i].len;
-    }
-    kr_free(iov);
-    ASSERT_EQ(len, c->outq.bytes);
-    out[len] = '\0';
+    size_t len = conn_output(c, out, sizeof(out));
     if (lenp)
         *lenp = len;
     return out;

@@ -27,6 +27,7 @@
 #include "kr_ws.h"
 
 #include "kr_test.h"
+#include "ws_frames.h"
 
 #include <cjson/cJSON.h>
 #include <stdarg.h>
@@ -160,25 +161,6 @@ static void fx_done_hub_first(fx_t *fx)
 
 static char resp[64 * 1024];
 
-/* Everything queued on c, copied into out (NUL-terminated); returns the length. */
-static size_t copy_output(kr_conn_t *c, char *out, size_t outsz)
-{
-    unsigned cnt = c->outq.count;
-    uv_buf_t *iov = kr_calloc(cnt ? cnt : 1, sizeof(*iov));
-    unsigned n = kr_outq_peek(&c->outq, iov, cnt);
-    ASSERT_EQ(n, cnt);
-    size_t len = 0;
-    for (unsigned i = 0; i < n; i++) {
-        ASSERT(len + iov[i].len < outsz);
-        memcpy(out + len, iov[i].base, iov[i].len);
-        len += iov[i].len;
-    }
-    kr_free(iov);
-    ASSERT_EQ(len, c->outq.bytes);
-    out[len] = '\0';
-    return len;
-}
-
 static int status_of(const char *r)
 {
     ASSERT(strncmp(r, "HTTP/1.1 ", 9) == 0);
@@ -207,7 +189,7 @@ static const char *http_exchange(fx_t *fx, const char *fmt, ...)
     ASSERT_NOT_NULL(c);
     kr_conn_ref(c);
     ASSERT_EQ(kr__conn_feed(c, req, (size_t)n), (size_t)n);
-    copy_output(c, resp, sizeof(resp));
+    conn_output(c, resp, sizeof(resp));
     kr_conn_close(c, NULL);
     kr_conn_unref(c);
     return resp;
@@ -240,37 +222,10 @@ static const char upgrade_fmt[] = "GET /hub?id=%s HTTP/1.1\r\nHost: t\r\nUpgrade
 
 /* ---- WebSocket frames ------------------------------------------------------------------- */
 
-#define FIN 0x80
-
-/* A masked client frame (b0: FIN | opcode); returns its length. out needs len + 14 bytes. */
-static size_t client_frame(uint8_t *out, int b0, const void *payload, size_t len)
-{
-    static const uint8_t key[4] = {0x5a, 0x13, 0xc7, 0x81};
-    size_t o = 0;
-    out[o++] = (uint8_t)b0;
-    if (len < 126) {
-        out[o++] = (uint8_t)(0x80 | len);
-    } else if (len <= 0xffff) {
-        out[o++] = 0x80 | 126;
-        out[o++] = (uint8_t)(len >> 8);
-        out[o++] = (uint8_t)len;
-    } else {
-        out[o++] = 0x80 | 127;
-        for (int i = 0; i < 8; i++)
-            out[o++] = (uint8_t)((uint64_t)len >> (56 - 8 * i));
-    }
-    memcpy(out + o, key, 4);
-    o += 4;
-    const uint8_t *p = payload;
-    for (size_t i = 0; i < len; i++)
-        out[o + i] = p[i] ^ key[i % 4];
-    return o + len;
-}
-
 static void send_frame(client_t *cl, int b0, const void *payload, size_t len)
 {
     uint8_t *buf = kr_malloc(len + 14);
-    size_t n = client_frame(buf, b0, payload, len);
+    size_t n = ws_client_frame(buf, b0, payload, len);
     ASSERT_EQ(kr__conn_feed(cl->c, buf, n), n);
     kr_free(buf);
 }
@@ -280,51 +235,19 @@ static void send_text(client_t *cl, const char *s)
     send_frame(cl, FIN | KR_WS_OP_TEXT, s, strlen(s));
 }
 
-typedef struct frame_s {
-    int fin, opcode;
-    const char *p;
-    size_t len;
-} frame_t;
-
 static char obuf[1 << 20];
 
 /* Decodes every server frame queued on c so far (unmasked and complete), then consumes them
  * from the output queue. The payloads stay valid until the next call. */
-static unsigned take_frames(kr_conn_t *c, frame_t *f, unsigned max)
+static unsigned take_frames(kr_conn_t *c, ws_frame_t *f, unsigned max)
 {
-    size_t len = copy_output(c, obuf, sizeof(obuf));
+    size_t len = conn_output(c, obuf, sizeof(obuf));
     kr_outq_consume(&c->outq, c->outq.bytes);
     ASSERT_EQ(c->outq.bytes, 0);
     ASSERT(kr_outq_empty(&c->outq));
-    const uint8_t *p = (const uint8_t *)obuf;
-    unsigned n = 0;
-    size_t o = 0;
-    while (o < len) {
-        ASSERT(n < max);
-        ASSERT(len - o >= 2);
-        f[n].fin = p[o] >> 7;
-        ASSERT_EQ((p[o] >> 4) & 7, 0);
-        f[n].opcode = p[o] & 0x0f;
-        ASSERT_EQ(p[o + 1] & 0x80, 0); /* server frames are never masked */
-        uint64_t pl = p[o + 1] & 0x7f;
-        o += 2;
-        if (pl == 126) {
-            ASSERT(len - o >= 2);
-            pl = ((uint64_t)p[o] << 8) | p[o + 1];
-            o += 2;
-        } else if (pl == 127) {
-            ASSERT(len - o >= 8);
-            pl = 0;
-            for (int i = 0; i < 8; i++)
-                pl = (pl << 8) | p[o + i];
-            o += 8;
-        }
-        ASSERT(len - o >= pl);
-        f[n].p = obuf + o;
-        f[n].len = (size_t)pl;
-        o += (size_t)pl;
-        n++;
-    }
+    unsigned n = ws_parse_frames(obuf, len, f, max);
+    for (unsigned i = 0; i < n; i++)
+        ASSERT_EQ(f[i].rsv, 0);
     return n;
 }
 
@@ -334,14 +257,14 @@ static char tbuf[1 << 20];
  * payloads concatenated (static buffer); *nframes gets the frame count when not NULL. */
 static const char *take_text(client_t *cl, unsigned *nframes)
 {
-    static frame_t f[256];
+    static ws_frame_t f[256];
     unsigned n = take_frames(cl->c, f, 256);
     size_t o = 0;
     for (unsigned i = 0; i < n; i++) {
         ASSERT_EQ(f[i].fin, 1);
         ASSERT_EQ(f[i].opcode, KR_WS_OP_TEXT);
         ASSERT(o + f[i].len < sizeof(tbuf));
-        memcpy(tbuf + o, f[i].p, f[i].len);
+        memcpy(tbuf + o, f[i].payload, f[i].len);
         o += f[i].len;
     }
     tbuf[o] = '\0';
@@ -356,13 +279,13 @@ static const char *take_text(client_t *cl, unsigned *nframes)
 /* The output of cl is text frames holding `text`, then one close frame with code. */
 static void expect_text_then_close(client_t *cl, const char *text, int code)
 {
-    frame_t f[32];
+    ws_frame_t f[32];
     unsigned n = take_frames(cl->c, f, 32);
     ASSERT(n >= 1);
     size_t o = 0;
     for (unsigned i = 0; i + 1 < n; i++) {
         ASSERT_EQ(f[i].opcode, KR_WS_OP_TEXT);
-        memcpy(tbuf + o, f[i].p, f[i].len);
+        memcpy(tbuf + o, f[i].payload, f[i].len);
         o += f[i].len;
     }
     tbuf[o] = '\0';
@@ -370,7 +293,7 @@ static void expect_text_then_close(client_t *cl, const char *text, int code)
     ASSERT_EQ(f[n - 1].opcode, KR_WS_OP_CLOSE);
     ASSERT_EQ(f[n - 1].fin, 1);
     ASSERT(f[n - 1].len >= 2);
-    ASSERT_EQ(((uint8_t)f[n - 1].p[0] << 8) | (uint8_t)f[n - 1].p[1], code);
+    ASSERT_EQ(((uint8_t)f[n - 1].payload[0] << 8) | (uint8_t)f[n - 1].payload[1], code);
 }
 
 /* ---- clients ---------------------------------------------------------------------------- */
@@ -403,7 +326,7 @@ static void client_upgrade(client_t *cl)
     char req[512];
     int n = snprintf(req, sizeof(req), upgrade_fmt, cl->token);
     ASSERT_EQ(kr__conn_feed(cl->c, req, (size_t)n), (size_t)n);
-    copy_output(cl->c, resp, sizeof(resp));
+    conn_output(cl->c, resp, sizeof(resp));
     ASSERT_EQ(status_of(resp), 101);
     ASSERT_NOT_NULL(strstr(resp, "\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"));
     ASSERT(cl->c->proto != &kr_http_proto);
@@ -417,7 +340,7 @@ static void client_reattach(client_t *cl)
     char req[512];
     int n = snprintf(req, sizeof(req), upgrade_fmt, cl->token);
     ASSERT_EQ(kr__conn_feed(cl->c, req, (size_t)n), (size_t)n);
-    size_t len = copy_output(cl->c, resp, sizeof(resp));
+    size_t len = conn_output(cl->c, resp, sizeof(resp));
     ASSERT_EQ(status_of(resp), 101);
     const char *end = memmem(resp, len, "\r\n\r\n", 4);
     ASSERT_NOT_NULL(end);
@@ -700,9 +623,9 @@ TEST(handshake)
     static uint8_t buf[1024];
     int n = snprintf((char *)buf, sizeof(buf), upgrade_fmt, f->token);
     size_t len =
-        (size_t)n + client_frame(buf + n, FIN | KR_WS_OP_TEXT, HANDSHAKE, strlen(HANDSHAKE));
+        (size_t)n + ws_client_frame(buf + n, FIN | KR_WS_OP_TEXT, HANDSHAKE, strlen(HANDSHAKE));
     ASSERT_EQ(kr__conn_feed(f->c, buf, len), len);
-    copy_output(f->c, resp, sizeof(resp));
+    conn_output(f->c, resp, sizeof(resp));
     ASSERT_EQ(status_of(resp), 101);
     ASSERT(f->c->replay_input);
     kr_outq_consume(&f->c->outq, f->c->outq.bytes);
@@ -1068,8 +991,8 @@ TEST(records_across_and_within_frames)
     const char *p1 = "{\"type\":1,\"invocationId\":\"8\",\"target\":\"Echo\",\"argu";
     const char *p2 = "ments\":[\"h\"]}" RS "{\"type\":1,\"invocationId\":\"9\",\"target\":"
                      "\"Echo\",\"arguments\":[\"i\"]}" RS;
-    n += client_frame(buf + n, FIN | KR_WS_OP_TEXT, p1, strlen(p1));
-    n += client_frame(buf + n, FIN | KR_WS_OP_TEXT, p2, strlen(p2));
+    n += ws_client_frame(buf + n, FIN | KR_WS_OP_TEXT, p1, strlen(p1));
+    n += ws_client_frame(buf + n, FIN | KR_WS_OP_TEXT, p2, strlen(p2));
     ASSERT_EQ(kr__conn_feed(a->c, buf, n), n);
     EXPECT_TEXT(a, ECHOED("h") VOID_COMPLETION("8") ECHOED("i") VOID_COMPLETION("9"));
 
@@ -1513,7 +1436,7 @@ TEST(skip_negotiation)
                       "Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
                       "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
     ASSERT_EQ(kr__conn_feed(a->c, req, strlen(req)), strlen(req));
-    copy_output(a->c, resp, sizeof(resp));
+    conn_output(a->c, resp, sizeof(resp));
     ASSERT_EQ(status_of(resp), 101);
     kr_outq_consume(&a->c->outq, a->c->outq.bytes);
     ASSERT_EQ(kr_hub_connection_count(fx.hub), 0);
@@ -2354,7 +2277,7 @@ TEST(stateful_reconnect)
     EXPECT_TEXT(cl, ECHOED("2") VOID_COMPLETION("b"));
     /* A Sequence beyond what was received is a protocol error. */
     send_text(cl, "{\"type\":9,\"sequenceId\":9}" RS);
-    frame_t f[8];
+    ws_frame_t f[8];
     unsigned n = take_frames(cl->c, f, 8);
     ASSERT(n >= 2);
     ASSERT_EQ(f[n - 1].opcode, KR_WS_OP_CLOSE);
@@ -2402,12 +2325,12 @@ TEST(msgpack_oversize_prefix)
     client_negotiate(cl);
     client_upgrade(cl);
     send_text(cl, "{\"protocol\":\"messagepack\",\"version\":1}" RS);
-    frame_t f[8];
+    ws_frame_t f[8];
     unsigned n = take_frames(cl->c, f, 8);
     ASSERT_EQ(n, 1);
     ASSERT_EQ(f[0].opcode, KR_WS_OP_BINARY); /* the JSON handshake reply, in a binary frame */
     ASSERT_EQ(f[0].len, 3);
-    ASSERT_EQ(memcmp(f[0].p, "{}" RS, 3), 0);
+    ASSERT_EQ(memcmp(f[0].payload, "{}" RS, 3), 0);
     /* Ping ([6]) works; then VarInt 1,000,000 followed by 3 bytes of an array. */
     const uint8_t ping[] = {0x02, 0x91, 0x06};
     send_frame(cl, FIN | KR_WS_OP_BINARY, ping, sizeof(ping));
@@ -2420,7 +2343,7 @@ TEST(msgpack_oversize_prefix)
     /* [7, "Connection closed with an error.", true], framed */
     static const char close_msg[] = "\x25\x93\x07\xd9\x20" "Connection closed with an error.\xc3";
     ASSERT_EQ(f[0].len, sizeof(close_msg) - 1);
-    ASSERT_EQ(memcmp(f[0].p, close_msg, f[0].len), 0);
+    ASSERT_EQ(memcmp(f[0].payload, close_msg, f[0].len), 0);
     ASSERT_EQ(f[1].opcode, KR_WS_OP_CLOSE);
     fx_done(&fx);
 }
@@ -2456,7 +2379,7 @@ static client_t *client_connect_protocol(fx_t *fx, const char *protocol)
     char hs[96];
     snprintf(hs, sizeof(hs), "{\"protocol\":\"%s\",\"version\":1}" RS, protocol);
     send_text(cl, hs);
-    frame_t f[4];
+    ws_frame_t f[4];
     ASSERT_EQ(take_frames(cl->c, f, 4), 1);
     return cl;
 }
@@ -2483,7 +2406,7 @@ TEST(broadcast_encodes_once_per_wire)
         ASSERT(outq_item(&mp[i]->c->outq, 0)->buf == outq_item(&mp[0]->c->outq, 0)->buf);
     }
     ASSERT(outq_item(&json[0]->c->outq, 0)->buf != outq_item(&mp[0]->c->outq, 0)->buf);
-    frame_t f[4];
+    ws_frame_t f[4];
     ASSERT_EQ(take_frames(mp[0]->c, f, 4), 1);
     ASSERT_EQ(f[0].opcode, KR_WS_OP_BINARY);
     ASSERT_EQ(take_frames(json[0]->c, f, 4), 1);

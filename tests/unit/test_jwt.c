@@ -1,8 +1,8 @@
 /* test_jwt.c: unit tests for JWT verification (core/kr_jwt.c).
  *
  * Keys are generated at test time with OpenSSL (RSA 2048, EC P-256/P-384/P-521) and tokens
- * are signed here by a small test-only signer on the same OpenSSL APIs, so nothing in the
- * tests is a fixed token that could go stale. Every verification reads the token from an
+ * are signed by a small test-only signer (jwt_sign.h) on the same OpenSSL APIs, so nothing in
+ * the tests is a fixed token that could go stale. Every verification reads the token from an
  * exact-size heap copy, so ASan catches a read past its end. The clock is pinned with
  * opts.now_s.
  */
@@ -21,93 +21,13 @@
 #include <time.h>
 
 #include "kr_test.h"
+#include "jwt_sign.h"
 
 #define NOW 1700000000
 
 static const char secret64[] = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
-/* ---- test-only signer ------------------------------------------------------------------------ */
-
-static size_t b64url_enc(const unsigned char *in, size_t n, char *out)
-{
-    static const char tbl[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    uint32_t acc = 0;
-    int bits = 0;
-    size_t o = 0;
-    for (size_t i = 0; i < n; i++) {
-        acc = (acc << 8) | in[i];
-        bits += 8;
-        while (bits >= 6) {
-            bits -= 6;
-            out[o++] = tbl[(acc >> bits) & 63];
-        }
-    }
-    if (bits > 0)
-        out[o++] = tbl[(acc << (6 - bits)) & 63];
-    out[o] = '\0';
-    return o;
-}
-
-typedef struct signer_s {
-    const char *alg;
-    EVP_PKEY *priv;     /* RS/PS/ES */
-    const void *secret; /* HS */
-    size_t secret_len;
-    int pss_salt; /* PS: 0 means the hash length, else RSA_PSS_SALTLEN_* or bytes */
-} signer_t;
-
-static const char *md_of(const char *alg)
-{
-    const char *bits = alg + 2;
-    return strcmp(bits, "256") == 0 ? "SHA256" : strcmp(bits, "384") == 0 ? "SHA384" : "SHA512";
-}
-
-static size_t ec_coord(const char *alg)
-{
-    return strcmp(alg, "ES256") == 0 ? 32 : strcmp(alg, "ES384") == 0 ? 48 : 66;
-}
-
-/* DER ECDSA -> JOSE r || s. */
-static size_t der_to_jose(const unsigned char *der, size_t len, size_t coord, unsigned char *out)
-{
-    const unsigned char *p = der;
-    ECDSA_SIG *es = d2i_ECDSA_SIG(NULL, &p, (long)len);
-    ASSERT_NOT_NULL(es);
-    ASSERT_EQ(BN_bn2binpad(ECDSA_SIG_get0_r(es), out, (int)coord), coord);
-    ASSERT_EQ(BN_bn2binpad(ECDSA_SIG_get0_s(es), out + coord, (int)coord), coord);
-    ECDSA_SIG_free(es);
-    return 2 * coord;
-}
-
-/* Signs in[0..len) as s->alg does; returns the JOSE signature length. */
-static size_t sign(const signer_t *s, const char *in, size_t len, unsigned char *sig)
-{
-    size_t slen = 1024;
-    unsigned char der[1024];
-    EVP_MD_CTX *mctx;
-    EVP_PKEY_CTX *pctx = NULL;
-
-    if (s->alg[0] == 'H') {
-        ASSERT_NOT_NULL(EVP_Q_mac(NULL, "HMAC", NULL, md_of(s->alg), NULL, s->secret, s->secret_len,
-                                  (const unsigned char *)in, len, sig, 64, &slen));
-        return slen;
-    }
-    mctx = EVP_MD_CTX_new();
-    ASSERT_EQ(EVP_DigestSignInit_ex(mctx, &pctx, md_of(s->alg), NULL, NULL, s->priv, NULL), 1);
-    if (s->alg[0] == 'P') {
-        ASSERT_EQ(EVP_PKEY_CTX_set_rsa_padding(pctx, RSA_PKCS1_PSS_PADDING), 1);
-        ASSERT_EQ(EVP_PKEY_CTX_set_rsa_pss_saltlen(pctx, s->pss_salt ? s->pss_salt
-                                                                     : RSA_PSS_SALTLEN_DIGEST),
-                  1);
-    }
-    ASSERT_EQ(
-        EVP_DigestSign(mctx, s->alg[0] == 'E' ? der : sig, &slen, (const unsigned char *)in, len),
-        1);
-    EVP_MD_CTX_free(mctx);
-    if (s->alg[0] == 'E')
-        slen = der_to_jose(der, slen, ec_coord(s->alg), sig);
-    return slen;
-}
+/* ---- test-only signer (base64url and signatures: jwt_sign.h) ------------------------------ */
 
 /* base64url(header) "." base64url(payload), malloc'd with room for a signature. */
 static char *signing_input(const char *header, const char *payload)
@@ -144,7 +64,7 @@ static char *mk(const signer_t *s, const char *header, const char *payload)
         header = hbuf;
     }
     in = signing_input(header, payload);
-    slen = sign(s, in, strlen(in), sig);
+    slen = jwt_sign(s, in, strlen(in), sig);
     free(in);
     return token_with_sig(header, payload, sig, slen);
 }
@@ -730,7 +650,7 @@ TEST(rsa_signature_length)
     signer_t s = {.alg = "RS256", .priv = priv};
     char *in = signing_input("{\"alg\":\"RS256\"}", "{}");
     unsigned char sig[1024];
-    size_t n = sign(&s, in, strlen(in), sig);
+    size_t n = jwt_sign(&s, in, strlen(in), sig);
     char *t;
 
     ASSERT_EQ(n, 256);
@@ -761,7 +681,7 @@ TEST(hmac_signature_length)
 
     hs_setup(&f);
     in = signing_input("{\"alg\":\"HS256\"}", "{}");
-    n = sign(&f.s, in, strlen(in), sig);
+    n = jwt_sign(&f.s, in, strlen(in), sig);
     ASSERT_EQ(n, 32);
     t = token_with_sig("{\"alg\":\"HS256\"}", "{}", sig, 16); /* a truncated MAC */
     ASSERT_REFUSED(t, &f.o, KR_EPROTO, "bad signature");

@@ -9,6 +9,7 @@
 #include "kr_buf.h"
 #include "kr_lua_json.h"
 #include "kr_test.h"
+#include "lua_capped.h"
 
 #include <cjson/cJSON.h>
 #include <lauxlib.h>
@@ -550,27 +551,7 @@ TEST(round_trip)
 
 /* ---- memory cap -------------------------------------------------------------------------- */
 
-typedef struct capped_s {
-    size_t used, limit;
-} capped_t;
-
-static void *capped_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
-{
-    capped_t *c = ud;
-    if (ptr == NULL)
-        osize = 0; /* osize is then the object type, not a size */
-    if (nsize == 0) {
-        free(ptr);
-        c->used -= osize;
-        return NULL;
-    }
-    if (nsize > osize && c->used - osize + nsize > c->limit)
-        return NULL;
-    void *p = realloc(ptr, nsize);
-    if (p != NULL)
-        c->used = c->used - osize + nsize;
-    return p;
-}
+/* capped_t, capped_alloc: lua_capped.h */
 
 static lua_State *capped_state(capped_t *c)
 {

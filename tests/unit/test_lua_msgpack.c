@@ -12,6 +12,8 @@
 #include "kr_lua_msgpack.h"
 #include "kr_sr_msgpack.h"
 #include "kr_test.h"
+#include "lua_capped.h"
+#include "unhex.h"
 
 #include <lauxlib.h>
 #include <lualib.h>
@@ -26,28 +28,7 @@
 
 /* ---- helpers --------------------------------------------------------------------------------- */
 
-static char *unhex(const char *hex, size_t *len)
-{
-    size_t n = 0;
-    char *out = malloc(strlen(hex) / 2 + 1);
-    int hi = -1;
-    for (const char *p = hex; *p; p++) {
-        int v;
-        if (*p == ' ')
-            continue;
-        v = kr_hexval((unsigned char)*p);
-        ASSERT(v >= 0);
-        if (hi < 0) {
-            hi = v;
-        } else {
-            out[n++] = (char)(hi << 4 | v);
-            hi = -1;
-        }
-    }
-    ASSERT(hi < 0);
-    *len = n;
-    return out;
-}
+/* unhex: unhex.h */
 
 static void push_hex(lua_State *L, const char *p, size_t len)
 {
@@ -557,27 +538,7 @@ TEST(round_trip)
 
 /* ---- memory cap ------------------------------------------------------------------------------ */
 
-typedef struct capped_s {
-    size_t used, limit;
-} capped_t;
-
-static void *capped_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
-{
-    capped_t *c = ud;
-    if (ptr == NULL)
-        osize = 0; /* osize is then the object type, not a size */
-    if (nsize == 0) {
-        free(ptr);
-        c->used -= osize;
-        return NULL;
-    }
-    if (nsize > osize && c->used - osize + nsize > c->limit)
-        return NULL;
-    void *p = realloc(ptr, nsize);
-    if (p != NULL)
-        c->used = c->used - osize + nsize;
-    return p;
-}
+/* capped_t, capped_alloc: lua_capped.h */
 
 TEST(decode_memory_cap)
 {

@@ -13,34 +13,11 @@
 #include <stdlib.h>
 
 #include "kr_test.h"
+#include "unhex.h"
 
 /* ---- helpers --------------------------------------------------------------------------------- */
 
-/* Decodes hex (spaces allowed) into a malloc'd exact-size block; returns it and sets *len. */
-static char *unhex(const char *hex, size_t *len)
-{
-    size_t n = 0, cap = strlen(hex) / 2 + 1;
-    char *out = malloc(cap);
-    int hi = -1;
-    for (const char *p = hex; *p; p++) {
-        if (*p == ' ')
-            continue;
-        int v = kr_hexval((unsigned char)*p);
-        ASSERT(v >= 0);
-        if (hi < 0) {
-            hi = v;
-        } else {
-            out[n++] = (char)(hi << 4 | v);
-            hi = -1;
-        }
-    }
-    ASSERT(hi < 0);
-    char *exact = malloc(n ? n : 1);
-    memcpy(exact, out, n);
-    free(out);
-    *len = n;
-    return exact;
-}
+/* unhex: unhex.h */
 
 static char *to_hex(const char *p, size_t len)
 {

@@ -22,6 +22,7 @@
 #include "kr_ws.h"
 
 #include "kr_test.h"
+#include "ws_frames.h"
 
 extern const kr_conn_proto_t kr_http_proto;
 
@@ -139,49 +140,13 @@ static void fx_done(fx_t *fx)
     rec_reset();
 }
 
-/* ---- client frames ---------------------------------------------------------------------- */
+/* ---- client frames (encoder: ws_frames.h) ---------------------------------------------- */
 
-#define FIN 0x80
 #define RSV1 0x40
-static const uint8_t mask_key[4] = {0x37, 0xfa, 0x21, 0x3d};
-
-/* Writes a client frame (first byte b0: FIN | RSV | opcode) to out; returns its length. */
-static size_t cframe_ex(uint8_t *out, int b0, const void *payload, size_t len, int masked)
-{
-    size_t o = 0;
-    out[o++] = (uint8_t)b0;
-    uint8_t m = masked ? 0x80 : 0;
-    if (len < 126) {
-        out[o++] = (uint8_t)(m | len);
-    } else if (len <= 0xffff) {
-        out[o++] = m | 126;
-        out[o++] = (uint8_t)(len >> 8);
-        out[o++] = (uint8_t)len;
-    } else {
-        out[o++] = m | 127;
-        for (int i = 0; i < 8; i++)
-            out[o++] = (uint8_t)((uint64_t)len >> (56 - 8 * i));
-    }
-    const uint8_t *p = payload;
-    if (masked) {
-        memcpy(out + o, mask_key, 4);
-        o += 4;
-        for (size_t i = 0; i < len; i++)
-            out[o + i] = p[i] ^ mask_key[i % 4];
-    } else if (len) {
-        memcpy(out + o, p, len);
-    }
-    return o + len;
-}
-
-static size_t cframe(uint8_t *out, int b0, const void *payload, size_t len)
-{
-    return cframe_ex(out, b0, payload, len, 1);
-}
 
 static size_t cframe_str(uint8_t *out, int b0, const char *s)
 {
-    return cframe(out, b0, s, strlen(s));
+    return ws_client_frame(out, b0, s, strlen(s));
 }
 
 static size_t cclose(uint8_t *out, int code, const char *reason)
@@ -192,7 +157,7 @@ static size_t cclose(uint8_t *out, int code, const char *reason)
     p[n++] = (uint8_t)code;
     memcpy(p + n, reason, strlen(reason));
     n += strlen(reason);
-    return cframe(out, FIN | KR_WS_OP_CLOSE, p, n);
+    return ws_client_frame(out, FIN | KR_WS_OP_CLOSE, p, n);
 }
 
 static void feed(fx_t *fx, const void *data, size_t len)
@@ -202,67 +167,20 @@ static void feed(fx_t *fx, const void *data, size_t len)
 
 /* ---- server output ---------------------------------------------------------------------- */
 
-typedef struct sframe_s {
-    int fin, rsv, opcode;
-    const uint8_t *payload;
-    size_t len;
-} sframe_t;
-
 /* Everything queued on c (not consumed), in a static buffer. */
 static const uint8_t *output_of(kr_conn_t *c, size_t *lenp)
 {
     static uint8_t out[256 * 1024];
-    unsigned cnt = c->outq.count;
-    uv_buf_t *iov = kr_calloc(cnt ? cnt : 1, sizeof(*iov));
-    unsigned n = kr_outq_peek(&c->outq, iov, cnt);
-    ASSERT_EQ(n, cnt);
-    size_t len = 0;
-    for (unsigned i = 0; i < n; i++) {
-        ASSERT(len + iov[i].len < sizeof(out));
-        memcpy(out + len, iov[i].base, iov[i].len);
-        len += iov[i].len;
-    }
-    kr_free(iov);
-    ASSERT_EQ(len, c->outq.bytes);
-    out[len] = 0;
-    *lenp = len;
+    *lenp = conn_output(c, out, sizeof(out));
     return out;
 }
 
 /* Parses the queued output as server frames (which must be unmasked and complete). */
-static unsigned frames_of(kr_conn_t *c, sframe_t *f, unsigned max)
+static unsigned frames_of(kr_conn_t *c, ws_frame_t *f, unsigned max)
 {
     size_t len;
     const uint8_t *p = output_of(c, &len);
-    unsigned n = 0;
-    size_t o = 0;
-    while (o < len) {
-        ASSERT(n < max);
-        ASSERT(len - o >= 2);
-        f[n].fin = p[o] >> 7;
-        f[n].rsv = (p[o] >> 4) & 7;
-        f[n].opcode = p[o] & 0x0f;
-        ASSERT_EQ(p[o + 1] & 0x80, 0); /* server frames are never masked */
-        uint64_t pl = p[o + 1] & 0x7f;
-        o += 2;
-        if (pl == 126) {
-            ASSERT(len - o >= 2);
-            pl = ((uint64_t)p[o] << 8) | p[o + 1];
-            o += 2;
-        } else if (pl == 127) {
-            ASSERT(len - o >= 8);
-            pl = 0;
-            for (int i = 0; i < 8; i++)
-                pl = (pl << 8) | p[o + i];
-            o += 8;
-        }
-        ASSERT(len - o >= pl);
-        f[n].payload = p + o;
-        f[n].len = (size_t)pl;
-        o += (size_t)pl;
-        n++;
-    }
-    return n;
+    return ws_parse_frames(p, len, f, max);
 }
 
 /* Like ASSERT_MEM_EQ for bytes that are not text (nothing is printed but the lengths). */
@@ -277,7 +195,7 @@ static void drop_output(kr_conn_t *c)
     kr_outq_consume(&c->outq, c->outq.bytes);
 }
 
-static void assert_close_frame(const sframe_t *f, int code, const char *reason)
+static void assert_close_frame(const ws_frame_t *f, int code, const char *reason)
 {
     ASSERT_EQ(f->opcode, KR_WS_OP_CLOSE);
     ASSERT_EQ(f->fin, 1);
@@ -293,7 +211,7 @@ static void assert_close_frame(const sframe_t *f, int code, const char *reason)
 /* The connection answered with exactly one close frame with code and is closing after it. */
 static void assert_failed_with(fx_t *fx, int code)
 {
-    sframe_t f[8];
+    ws_frame_t f[8];
     unsigned n = frames_of(fx->c, f, 8);
     ASSERT(n >= 1);
     assert_close_frame(&f[n - 1], code, "");
@@ -386,7 +304,7 @@ TEST(echo_and_send)
     size_t n = cframe_str(buf, FIN | KR_WS_OP_TEXT, "ping me");
     feed(&fx, buf, n);
     ASSERT_OK(kr_ws_send_binary(fx.ws, "\x00\x01", 2));
-    sframe_t f[4];
+    ws_frame_t f[4];
     ASSERT_EQ(frames_of(fx.c, f, 4), 2);
     ASSERT_EQ(f[0].opcode, KR_WS_OP_TEXT);
     ASSERT_EQ(f[0].fin, 1);
@@ -415,7 +333,7 @@ TEST(fragmented_message)
     feed(&fx, buf, n);
     ASSERT_EQ(rec.nmsg, 1);
     ASSERT_MEM_EQ(rec.data[0], rec.len[0], "Hello", 5);
-    sframe_t f[4];
+    ws_frame_t f[4];
     ASSERT_EQ(frames_of(fx.c, f, 4), 1);
     ASSERT_EQ(f[0].opcode, KR_WS_OP_PONG);
     ASSERT_MEM_EQ(f[0].payload, f[0].len, "p", 1);
@@ -445,7 +363,7 @@ TEST(two_frames_one_feed)
     ASSERT_STR_EQ(rec.data[1], "two");
     ASSERT_EQ(rec.binary[1], 1);
     ASSERT_STR_EQ(rec.data[2], "three");
-    sframe_t f[4];
+    ws_frame_t f[4];
     ASSERT_EQ(frames_of(fx.c, f, 4), 1);
     ASSERT_EQ(f[0].opcode, KR_WS_OP_PONG);
     ASSERT_EQ(f[0].len, 0);
@@ -462,12 +380,12 @@ TEST(byte_by_byte)
         big[i] = (char)('a' + i % 26);
     /* 16-bit and 64-bit extended lengths, a fragmented message and a close, one byte at a
      * time. */
-    size_t n = cframe(buf, FIN | KR_WS_OP_TEXT, big, 300);
+    size_t n = ws_client_frame(buf, FIN | KR_WS_OP_TEXT, big, 300);
     for (size_t i = 0; i < n; i++)
         feed(&fx, buf + i, 1);
     ASSERT_EQ(rec.nmsg, 1);
     ASSERT_BYTES(rec.data[0], rec.len[0], big, 300);
-    n = cframe(buf, FIN | KR_WS_OP_BINARY, big, sizeof(big));
+    n = ws_client_frame(buf, FIN | KR_WS_OP_BINARY, big, sizeof(big));
     for (size_t i = 0; i < n; i++)
         feed(&fx, buf + i, 1);
     ASSERT_EQ(rec.nmsg, 2);
@@ -481,7 +399,7 @@ TEST(byte_by_byte)
     ASSERT_STR_EQ(rec.data[2], "abcd");
     ASSERT_EQ(rec.nclose, 1);
     ASSERT_EQ(rec.close_code, 1001);
-    sframe_t f[4];
+    ws_frame_t f[4];
     ASSERT_EQ(frames_of(fx.c, f, 4), 1);
     assert_close_frame(&f[0], 1001, "gone");
     fx_done(&fx);
@@ -495,12 +413,12 @@ TEST(binary_untouched)
     uint8_t all[256], buf[512];
     for (int i = 0; i < 256; i++)
         all[i] = (uint8_t)i;
-    size_t n = cframe(buf, FIN | KR_WS_OP_BINARY, all, sizeof(all));
+    size_t n = ws_client_frame(buf, FIN | KR_WS_OP_BINARY, all, sizeof(all));
     feed(&fx, buf, n);
     ASSERT_EQ(rec.nmsg, 1);
     ASSERT_EQ(rec.binary[0], 1);
     ASSERT_BYTES(rec.data[0], rec.len[0], all, sizeof(all));
-    sframe_t f[2];
+    ws_frame_t f[2];
     ASSERT_EQ(frames_of(fx.c, f, 2), 1);
     ASSERT_EQ(f[0].opcode, KR_WS_OP_BINARY);
     ASSERT_BYTES(f[0].payload, f[0].len, all, sizeof(all));
@@ -514,12 +432,12 @@ TEST(ping_pong)
     uint8_t buf[256], payload[125];
     memset(payload, 'z', sizeof(payload));
     size_t n = cframe_str(buf, FIN | KR_WS_OP_PING, "abc");
-    n += cframe(buf + n, FIN | KR_WS_OP_PING, payload, sizeof(payload));
+    n += ws_client_frame(buf + n, FIN | KR_WS_OP_PING, payload, sizeof(payload));
     feed(&fx, buf, n);
     /* An unsolicited pong is ignored. */
     n = cframe_str(buf, FIN | KR_WS_OP_PONG, "unasked");
     feed(&fx, buf, n);
-    sframe_t f[4];
+    ws_frame_t f[4];
     ASSERT_EQ(frames_of(fx.c, f, 4), 2);
     ASSERT_EQ(f[0].opcode, KR_WS_OP_PONG);
     ASSERT_MEM_EQ(f[0].payload, f[0].len, "abc", 3);
@@ -543,7 +461,7 @@ TEST(peer_close)
     ASSERT_EQ(rec.nclose, 1);
     ASSERT_EQ(rec.close_code, 1000);
     ASSERT(rec.closed_ws == fx.ws);
-    sframe_t f[4];
+    ws_frame_t f[4];
     ASSERT_EQ(frames_of(fx.c, f, 4), 1);
     assert_close_frame(&f[0], 1000, "bye");
     ASSERT(fx.c->close_after_flush);
@@ -565,7 +483,7 @@ TEST(peer_close_without_code)
     feed(&fx, buf, n);
     ASSERT_EQ(rec.nclose, 1);
     ASSERT_EQ(rec.close_code, 1005);
-    sframe_t f[2];
+    ws_frame_t f[2];
     ASSERT_EQ(frames_of(fx.c, f, 2), 1);
     assert_close_frame(&f[0], 0, NULL);
     fx_done(&fx);
@@ -578,7 +496,7 @@ TEST(server_close)
     rec.action = ACT_ECHO;
     kr_ws_close(fx.ws, 4001, "done here");
     ASSERT_EQ(rec.nclose, 0); /* on_close waits for the handshake */
-    sframe_t f[4];
+    ws_frame_t f[4];
     ASSERT_EQ(frames_of(fx.c, f, 4), 1);
     assert_close_frame(&f[0], 4001, "done here");
     ASSERT(fx.c->deadline_ms != 0);
@@ -614,7 +532,7 @@ TEST(server_close_long_reason)
     reason[123] = (char)0xa9;
     reason[199] = '\0';
     kr_ws_close(fx.ws, 1000, reason);
-    sframe_t f[2];
+    ws_frame_t f[2];
     ASSERT_EQ(frames_of(fx.c, f, 2), 1);
     ASSERT_EQ(f[0].len, 2 + 122);
     ASSERT_EQ(f[0].payload[2 + 121], 'r');
@@ -731,24 +649,24 @@ TEST(oversize_is_1009)
     memset(payload, 'x', sizeof(payload));
     fx_t fx;
     fx_init_opts(&fx, &o);
-    size_t n = cframe(buf, FIN | KR_WS_OP_TEXT, payload, 100); /* at the limit: fine */
+    size_t n = ws_client_frame(buf, FIN | KR_WS_OP_TEXT, payload, 100); /* at the limit: fine */
     feed(&fx, buf, n);
     ASSERT_EQ(rec.nmsg, 1);
-    n = cframe(buf, FIN | KR_WS_OP_TEXT, payload, 101);
+    n = ws_client_frame(buf, FIN | KR_WS_OP_TEXT, payload, 101);
     feed(&fx, buf, n);
     ASSERT_EQ(rec.nmsg, 1);
     assert_failed_with(&fx, 1009);
     fx_done(&fx);
     /* The limit is on the reassembled message; the header alone is enough to decide. */
     fx_init_opts(&fx, &o);
-    n = cframe(buf, KR_WS_OP_BINARY, payload, 60);
-    n += cframe(buf + n, FIN | KR_WS_OP_CONT, payload, 60);
+    n = ws_client_frame(buf, KR_WS_OP_BINARY, payload, 60);
+    n += ws_client_frame(buf + n, FIN | KR_WS_OP_CONT, payload, 60);
     feed(&fx, buf, n);
     ASSERT_EQ(rec.nmsg, 0);
     assert_failed_with(&fx, 1009);
     fx_done(&fx);
     fx_init_opts(&fx, &o);
-    n = cframe(buf, FIN | KR_WS_OP_BINARY, payload, 300);
+    n = ws_client_frame(buf, FIN | KR_WS_OP_BINARY, payload, 300);
     feed(&fx, buf, 9); /* the header and one byte: the header alone decides */
     assert_failed_with(&fx, 1009);
     fx_done(&fx);
@@ -789,7 +707,7 @@ TEST(unmasked_is_1002)
     fx_t fx;
     fx_init(&fx);
     uint8_t buf[64];
-    size_t n = cframe_ex(buf, FIN | KR_WS_OP_TEXT, "plain", 5, 0);
+    size_t n = ws_client_frame_ex(buf, FIN | KR_WS_OP_TEXT, "plain", 5, 0);
     feed(&fx, buf, n);
     ASSERT_EQ(rec.nmsg, 0);
     assert_failed_with(&fx, 1002);
@@ -821,7 +739,7 @@ TEST(protocol_errors_are_1002)
     size_t lens[16];
     uint8_t frames[16][256];
     unsigned nf = 0;
-    lens[nf] = cframe(frames[nf], FIN | KR_WS_OP_PING, big, 126); /* control > 125 */
+    lens[nf] = ws_client_frame(frames[nf], FIN | KR_WS_OP_PING, big, 126); /* control > 125 */
     nf++;
     lens[nf] = cframe_str(frames[nf], KR_WS_OP_PING, "x"); /* fragmented control */
     nf++;
@@ -881,7 +799,7 @@ TEST(close_from_handler)
     feed(&fx, buf, n);
     ASSERT_EQ(rec.nmsg, 1);
     ASSERT_EQ(rec.nclose, 0);
-    sframe_t f[4];
+    ws_frame_t f[4];
     ASSERT_EQ(frames_of(fx.c, f, 4), 1);
     assert_close_frame(&f[0], 4000, "from handler");
     n = cclose(buf, 4000, "");
@@ -902,7 +820,7 @@ TEST(close_from_handler_then_garbage)
     size_t n = cframe_str(buf, FIN | KR_WS_OP_TEXT, "first");
     n += cframe_str(buf + n, KR_WS_OP_PING, "x"); /* fragmented control frame */
     feed(&fx, buf, n);
-    sframe_t f[4];
+    ws_frame_t f[4];
     ASSERT_EQ(frames_of(fx.c, f, 4), 1);
     assert_close_frame(&f[0], 4000, "from handler");
     ASSERT_EQ(rec.nclose, 1);
@@ -942,7 +860,7 @@ TEST(shared_frame)
     ASSERT_OK(kr_ws_send_frame(ws2, kr_buf_ref(frame)));
     ASSERT_EQ(frame->refcnt, 3);
     kr_buf_unref(frame);
-    sframe_t f[2];
+    ws_frame_t f[2];
     ASSERT_EQ(frames_of(b.c, f, 2), 1);
     ASSERT_MEM_EQ(f[0].payload, f[0].len, "all", 3);
     kr_conn_close(c2, NULL);
@@ -957,7 +875,7 @@ TEST(server_close_without_code)
     fx_t fx;
     fx_init(&fx);
     kr_ws_close(fx.ws, 0, "ignored without a code");
-    sframe_t f[2];
+    ws_frame_t f[2];
     ASSERT_EQ(frames_of(fx.c, f, 2), 1);
     assert_close_frame(&f[0], 0, NULL);
     uint8_t buf[16];
@@ -980,7 +898,7 @@ TEST(peer_close_inside_fragmented_message)
     ASSERT_EQ(rec.nmsg, 0);
     ASSERT_EQ(rec.nclose, 1);
     ASSERT_EQ(rec.close_code, 1001);
-    sframe_t f[2];
+    ws_frame_t f[2];
     ASSERT_EQ(frames_of(fx.c, f, 2), 1);
     assert_close_frame(&f[0], 1001, "");
     fx_done(&fx);
@@ -1017,7 +935,7 @@ TEST(drain_and_shutdown)
     fx.s.stopping = 1;
     fx.c->proto->on_drain(fx.c);
     ASSERT_EQ(drains, 1);
-    sframe_t f[2];
+    ws_frame_t f[2];
     ASSERT_EQ(frames_of(fx.c, f, 2), 1);
     assert_close_frame(&f[0], 1001, "server shutting down");
     fx.c->proto->on_drain(fx.c);
@@ -1067,11 +985,11 @@ TEST(split_at_every_position)
     char text[300];
     for (size_t i = 0; i < sizeof(text); i++)
         text[i] = (char)('A' + i % 26);
-    size_t n = cframe(buf, FIN | KR_WS_OP_TEXT, text, sizeof(text)); /* 16-bit length */
-    n += cframe_str(buf + n, KR_WS_OP_TEXT, "fr\xc3");               /* a split code point */
+    size_t n = ws_client_frame(buf, FIN | KR_WS_OP_TEXT, text, sizeof(text)); /* 16-bit length */
+    n += cframe_str(buf + n, KR_WS_OP_TEXT, "fr\xc3"); /* a split code point */
     n += cframe_str(buf + n, FIN | KR_WS_OP_PING, "p1");
     n += cframe_str(buf + n, FIN | KR_WS_OP_CONT, "\xa9gment");
-    n += cframe(buf + n, FIN | KR_WS_OP_BINARY, "\x00\xff\x80", 3);
+    n += ws_client_frame(buf + n, FIN | KR_WS_OP_BINARY, "\x00\xff\x80", 3);
     n += cframe_str(buf + n, FIN | KR_WS_OP_TEXT, "");
     for (size_t k = 0; k <= n; k++) {
         fx_t fx;
@@ -1087,7 +1005,7 @@ TEST(split_at_every_position)
         ASSERT_EQ(rec.binary[2], 1);
         ASSERT_BYTES(rec.data[2], rec.len[2], "\x00\xff\x80", 3);
         ASSERT_EQ(rec.len[3], 0);
-        sframe_t f[2];
+        ws_frame_t f[2];
         ASSERT_EQ(frames_of(fx.c, f, 2), 1);
         ASSERT_EQ(f[0].opcode, KR_WS_OP_PONG);
         ASSERT_MEM_EQ(f[0].payload, f[0].len, "p1", 2);
@@ -1127,8 +1045,8 @@ TEST(payload_length_boundaries)
                 else
                     for (size_t k = 0; k < len; k++)
                         payload[k] = (uint8_t)(' ' + (k * 13 + i) % 95);
-                size_t n = cframe(buf, FIN | (binary ? KR_WS_OP_BINARY : KR_WS_OP_TEXT), payload,
-                                  len);
+                size_t n = ws_client_frame(buf, FIN | (binary ? KR_WS_OP_BINARY : KR_WS_OP_TEXT),
+                                           payload, len);
                 ASSERT_EQ(n, len + 4 + (len < 126 ? 2 : len <= 0xffff ? 4 : 10));
                 fx_t fx;
                 fx_init_max(&fx, 2 * 1024 * 1024);
@@ -1156,7 +1074,7 @@ TEST(read_buffer_threshold)
     for (int extra = 0; extra < 2; extra++) {
         size_t len = rmax - 8 + (size_t)extra; /* 8: a 16-bit length header with its mask */
         fill_pattern(payload, len, 5);
-        size_t n = cframe(buf, FIN | KR_WS_OP_BINARY, payload, len);
+        size_t n = ws_client_frame(buf, FIN | KR_WS_OP_BINARY, payload, len);
         ASSERT_EQ(n, rmax + (size_t)extra);
         fx_t fx;
         fx_init(&fx);
@@ -1188,7 +1106,7 @@ TEST(frame_larger_than_read_buffer)
     size_t len = 200 * 1000;
     uint8_t *payload = kr_malloc(len), *buf = kr_malloc(len + 14);
     fill_pattern(payload, len, 1);
-    size_t n = cframe(buf, FIN | KR_WS_OP_BINARY, payload, len);
+    size_t n = ws_client_frame(buf, FIN | KR_WS_OP_BINARY, payload, len);
     static const size_t chunks[] = {64 * 1024, 65535, 16384, 1000, 7};
     for (size_t i = 0; i < KR_ARRAY_SIZE(chunks); i++) {
         fx_t fx;
@@ -1212,7 +1130,7 @@ TEST(frame_larger_than_read_buffer)
         memcpy(payload + tl, pc, strlen(pc));
         tl += strlen(pc);
     }
-    n = cframe(buf, FIN | KR_WS_OP_TEXT, payload, tl);
+    n = ws_client_frame(buf, FIN | KR_WS_OP_TEXT, payload, tl);
     for (size_t chunk = 5; chunk <= 8; chunk++) {
         fx_t fx;
         fx_init_max(&fx, 1024 * 1024);
@@ -1224,7 +1142,7 @@ TEST(frame_larger_than_read_buffer)
     }
     /* A bad byte deep inside fails the connection when it arrives, not at the end. */
     payload[100000] = (char)0xff;
-    n = cframe(buf, FIN | KR_WS_OP_TEXT, payload, tl);
+    n = ws_client_frame(buf, FIN | KR_WS_OP_TEXT, payload, tl);
     {
         fx_t fx;
         fx_init_max(&fx, 1024 * 1024);
@@ -1239,7 +1157,7 @@ TEST(frame_larger_than_read_buffer)
     {
         fx_t fx;
         fx_init_max(&fx, 100 * 1000);
-        n = cframe(buf, FIN | KR_WS_OP_BINARY, payload, len);
+        n = ws_client_frame(buf, FIN | KR_WS_OP_BINARY, payload, len);
         feed(&fx, buf, 10);
         assert_failed_with(&fx, 1009);
         ASSERT_EQ(kr__ws_reassembly_bytes(fx.ws), 0);
@@ -1255,11 +1173,11 @@ TEST(big_fragments)
     size_t part = 100 * 1000;
     uint8_t *payload = kr_malloc(3 * part), *buf = kr_malloc(3 * part + 64);
     fill_pattern(payload, 3 * part, 9);
-    size_t n = cframe(buf, KR_WS_OP_BINARY, payload, part);
+    size_t n = ws_client_frame(buf, KR_WS_OP_BINARY, payload, part);
     n += cframe_str(buf + n, FIN | KR_WS_OP_PING, "one");
-    n += cframe(buf + n, KR_WS_OP_CONT, payload + part, part);
+    n += ws_client_frame(buf + n, KR_WS_OP_CONT, payload + part, part);
     n += cframe_str(buf + n, FIN | KR_WS_OP_PING, "two");
-    n += cframe(buf + n, FIN | KR_WS_OP_CONT, payload + 2 * part, part);
+    n += ws_client_frame(buf + n, FIN | KR_WS_OP_CONT, payload + 2 * part, part);
     static const size_t chunks[] = {64 * 1024, 4096, 333};
     for (size_t i = 0; i < KR_ARRAY_SIZE(chunks); i++) {
         fx_t fx;
@@ -1267,7 +1185,7 @@ TEST(big_fragments)
         ASSERT_EQ(feed_chunks(&fx, buf, n, chunks[i]), n);
         ASSERT_EQ(rec.nmsg, 1);
         ASSERT_BYTES(rec.data[0], rec.len[0], payload, 3 * part);
-        sframe_t f[4];
+        ws_frame_t f[4];
         ASSERT_EQ(frames_of(fx.c, f, 4), 2);
         ASSERT_MEM_EQ(f[0].payload, f[0].len, "one", 3);
         ASSERT_MEM_EQ(f[1].payload, f[1].len, "two", 3);
@@ -1376,7 +1294,7 @@ TEST(data_frame_inside_fragmented_message_is_1002)
         fx_init(&fx);
         feed(&fx, buf, n);
         ASSERT_EQ(rec.nmsg, 0);
-        sframe_t f[4];
+        ws_frame_t f[4];
         ASSERT_EQ(frames_of(fx.c, f, 4), 2);
         ASSERT_EQ(f[0].opcode, KR_WS_OP_PONG);
         assert_failed_with(&fx, 1002);
@@ -1397,7 +1315,7 @@ TEST(close_codes)
         feed(&fx, buf, n);
         ASSERT_EQ(rec.nclose, 1);
         ASSERT_EQ(rec.close_code, valid[i]);
-        sframe_t f[2];
+        ws_frame_t f[2];
         ASSERT_EQ(frames_of(fx.c, f, 2), 1);
         assert_close_frame(&f[0], valid[i], "why \xe2\x82\xac"); /* echoed */
         ASSERT(fx.c->close_after_flush);
@@ -1458,7 +1376,7 @@ TEST(pings_inside_fragments_answered)
             feed(&fx, buf, n);
         ASSERT_EQ(rec.nmsg, 1);
         ASSERT_STR_EQ(rec.data[0], "abc");
-        sframe_t f[8];
+        ws_frame_t f[8];
         ASSERT_EQ(frames_of(fx.c, f, 8), 4);
         for (int i = 0; i < 4; i++) {
             char want = (char)('1' + i);
@@ -1519,7 +1437,7 @@ TEST(big_frame_after_our_close_is_skipped)
     size_t len = 150 * 1000;
     uint8_t *payload = kr_malloc(len), *buf = kr_malloc(len + 64);
     fill_pattern(payload, len, 3);
-    size_t n = cframe(buf, KR_WS_OP_BINARY, payload, len);
+    size_t n = ws_client_frame(buf, KR_WS_OP_BINARY, payload, len);
     n += cframe_str(buf + n, FIN | KR_WS_OP_CONT, "end");
     n += cclose(buf + n, 1000, "ok");
     fx_t fx;
@@ -1556,11 +1474,11 @@ static int text_accepted(const uint8_t *s, size_t len, int fragmented)
     static uint8_t buf[64 * 16];
     size_t n = 0;
     if (!fragmented || len == 0) {
-        n = cframe(buf, FIN | KR_WS_OP_TEXT, s, len);
+        n = ws_client_frame(buf, FIN | KR_WS_OP_TEXT, s, len);
     } else {
         for (size_t i = 0; i < len; i++)
-            n += cframe(buf + n, (i + 1 == len ? FIN : 0) | (i ? KR_WS_OP_CONT : KR_WS_OP_TEXT),
-                        s + i, 1);
+            n += ws_client_frame(
+                buf + n, (i + 1 == len ? FIN : 0) | (i ? KR_WS_OP_CONT : KR_WS_OP_TEXT), s + i, 1);
     }
     feed(&fx, buf, n);
     int ok = rec.nmsg == 1;
@@ -1762,7 +1680,7 @@ TEST(accept_over_http)
     n = cframe_str(buf, FIN | KR_WS_OP_TEXT, "later");
     ASSERT_EQ(kr__conn_feed(c, buf, n), n);
     ASSERT_EQ(rec.nmsg, 2);
-    sframe_t f[4];
+    ws_frame_t f[4];
     ASSERT_EQ(frames_of(c, f, 4), 2);
     ASSERT_MEM_EQ(f[0].payload, f[0].len, "early", 5);
     ASSERT_MEM_EQ(f[1].payload, f[1].len, "later", 5);

@@ -12,39 +12,22 @@
 // the list) fails to start over both transports (preflight 403; WebSocket upgrade 403), and a
 // credentialed client against the "*" hub is blocked by the browser itself (the Fetch standard).
 //
-// Chromium and playwright-core as in signalr-browser.test.js (KR_CHROMIUM, /usr/bin/chromium,
+// Chromium and playwright-core from lib/browser.js (KR_CHROMIUM, /usr/bin/chromium,
 // /usr/bin/chromium-headless-shell); without them every test is skipped.
 const { test, before, after } = require('node:test');
 const assert = require('node:assert/strict');
-const fs = require('node:fs');
 const path = require('node:path');
 const { startServer, luaString } = require('../lib/server');
+const { browserSkip, launchBrowser } = require('../lib/browser');
 
 const NODE_MODULES = path.resolve(__dirname, '..', 'node_modules');
 const SIGNALR_DIR = path.join(NODE_MODULES, '@microsoft', 'signalr', 'dist', 'browser');
 
-const LAUNCH_ARGS = ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage',
-  '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'];
-
-function findChromium() {
-  const candidates = process.env.KR_CHROMIUM
-    ? [process.env.KR_CHROMIUM]
-    : ['/usr/bin/chromium', '/usr/bin/chromium-headless-shell'];
-  return candidates.find((p) => fs.existsSync(p));
-}
-
-let playwright;
-try { playwright = require('playwright-core'); } catch { playwright = null; }
-const EXECUTABLE = findChromium();
-
-const SKIP = !playwright
-  ? 'playwright-core is not installed in tests/e2e/node_modules (run scripts/deps.sh or npm ci in tests/e2e)'
-  : !EXECUTABLE
-    ? 'no Chromium found (KR_CHROMIUM, /usr/bin/chromium or /usr/bin/chromium-headless-shell)'
-    : !fs.existsSync(path.join(SIGNALR_DIR, 'signalr.js'))
-      ? 'the @microsoft/signalr browser bundle is missing from tests/e2e/node_modules (npm ci in tests/e2e)'
-      : false;
-if (SKIP) process.stdout.write(`# skipping the browser CORS tests: ${SKIP}\n`);
+const SKIP = browserSkip({
+  what: 'the browser CORS tests',
+  files: [path.join(SIGNALR_DIR, 'signalr.js')],
+  missing: 'the @microsoft/signalr browser bundle is missing from tests/e2e/node_modules (npm ci in tests/e2e)',
+});
 
 // Origin A: the page and the client bundle, no CORS.
 const PAGE_SCRIPT = `
@@ -80,7 +63,7 @@ before(async () => {
   // Debug: the cors lines show the preflights (Playwright does not report them as requests).
   hubSrv = await startServer({ script: hubScript(pageOrigin), args: ['--log-level', 'Debug'] });
   hubBase = `http://127.0.0.1:${hubSrv.port}`;
-  browser = await playwright.chromium.launch({ executablePath: EXECUTABLE, headless: true, args: LAUNCH_ARGS, timeout: 20000 });
+  browser = await launchBrowser();
 });
 
 after(async () => {

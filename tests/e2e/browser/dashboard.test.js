@@ -6,47 +6,27 @@
 // both progress bars reach 100%, the CPU/memory chart gain points, and the connection state turn to
 // reconnecting when the server stops.
 //
-// Launch code and conventions as in signalr-browser.test.js: Chromium from KR_CHROMIUM, else
-// /usr/bin/chromium, else /usr/bin/chromium-headless-shell; every test skips without a browser or
-// playwright-core. A screenshot (dashboard.png) goes next to KESTRUN_BIN (the build directory), else
-// into os.tmpdir(). With KR_DOCS_SCREENSHOT=1 it is also written to docs/images/dashboard.png (the
+// Chromium from lib/browser.js (KR_CHROMIUM, else /usr/bin/chromium, else
+// /usr/bin/chromium-headless-shell); every test skips without a browser or playwright-core. A
+// screenshot (dashboard.png) goes next to KESTRUN_BIN (the build directory), else into os.tmpdir(). With KR_DOCS_SCREENSHOT=1 it is also written to docs/images/dashboard.png (the
 // README's picture); that is off by default so that a test run does not modify the repository.
 const { test, before, after } = require('node:test');
 const assert = require('node:assert/strict');
 const fs = require('node:fs');
-const os = require('node:os');
 const path = require('node:path');
 const { REPO, startServer } = require('../lib/server');
+const { EXECUTABLE, browserSkip, launchBrowser, screenshotPath } = require('../lib/browser');
 
 const DEMO = path.join(REPO, 'scripts', 'examples', 'signalr_demo.lua');
 const BUNDLE = path.join(REPO, 'scripts', 'examples', 'dashboard', 'node_modules', '@microsoft', 'signalr',
   'dist', 'browser', 'signalr.min.js');
 const DOCS_SHOT = path.join(REPO, 'docs', 'images', 'dashboard.png');
 
-const LAUNCH_ARGS = ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage',
-  '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'];
-
-function findChromium() {
-  const candidates = process.env.KR_CHROMIUM
-    ? [process.env.KR_CHROMIUM]
-    : ['/usr/bin/chromium', '/usr/bin/chromium-headless-shell'];
-  return candidates.find((p) => fs.existsSync(p));
-}
-
-let playwright;
-try { playwright = require('playwright-core'); } catch { playwright = null; }
-const EXECUTABLE = findChromium();
-
-const SKIP = !playwright
-  ? 'playwright-core is not installed in tests/e2e/node_modules (run scripts/deps.sh or npm ci in tests/e2e)'
-  : !EXECUTABLE
-    ? (process.env.KR_CHROMIUM
-      ? `KR_CHROMIUM=${process.env.KR_CHROMIUM} does not exist`
-      : 'no Chromium found (/usr/bin/chromium or /usr/bin/chromium-headless-shell; scripts/deps.sh installs Debian chromium)')
-    : !fs.existsSync(BUNDLE)
-      ? 'the dashboard\'s @microsoft/signalr bundle is missing (npm ci in scripts/examples/dashboard; scripts/deps.sh does it)'
-      : false;
-if (SKIP) process.stdout.write(`# skipping the dashboard test: ${SKIP}\n`);
+const SKIP = browserSkip({
+  what: 'the dashboard test',
+  files: [BUNDLE],
+  missing: 'the dashboard\'s @microsoft/signalr bundle is missing (npm ci in scripts/examples/dashboard; scripts/deps.sh does it)',
+});
 
 let srv;
 let browser;
@@ -58,19 +38,13 @@ before(async () => {
     args: ['--no-watch'],
     env: { KR_DEMO_METRICS_MS: '700', KR_DEMO_HEARTBEAT_CRON: '*/2 * * * * *' },
   });
-  browser = await playwright.chromium.launch({ executablePath: EXECUTABLE, headless: true, args: LAUNCH_ARGS, timeout: 20000 });
+  browser = await launchBrowser();
 });
 
 after(async () => {
   if (browser) await browser.close().catch(() => {});
   if (srv) await srv.stop();
 });
-
-function screenshotPath(name) {
-  const bin = process.env.KESTRUN_BIN;
-  const dir = bin && fs.existsSync(path.dirname(bin)) ? path.dirname(bin) : os.tmpdir();
-  return path.join(dir, name);
-}
 
 test('dashboard: buttons, live log, groups, echo, progress bars, metrics chart, reconnect state', { skip: SKIP, timeout: 40000 }, async (t) => {
   t.diagnostic(`browser: ${EXECUTABLE} (Chromium ${browser.version()})`);

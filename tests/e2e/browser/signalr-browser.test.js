@@ -9,46 +9,26 @@
 // browser sent (X-SignalR-User-Agent, the access_token query on the WebSocket), the server log
 // shows the transport and protocol each connection used.
 //
-// Chromium: KR_CHROMIUM, else /usr/bin/chromium (Debian `chromium`, which scripts/deps.sh
-// installs), else /usr/bin/chromium-headless-shell. Without a browser or playwright-core every
-// test is skipped. A screenshot of the page after the WebSocket run goes next to KESTRUN_BIN
-// (the build directory), else into os.tmpdir(); its path is printed as a diagnostic.
+// Chromium as lib/browser.js finds it (KR_CHROMIUM, /usr/bin/chromium, /usr/bin/chromium-headless-shell);
+// without a browser or playwright-core every test is skipped. A screenshot of the page after the
+// WebSocket run goes where lib/browser.js's screenshotPath() puts it (next to KESTRUN_BIN, else
+// os.tmpdir()); its path is printed as a diagnostic.
 const { test, before, after } = require('node:test');
 const assert = require('node:assert/strict');
-const fs = require('node:fs');
-const os = require('node:os');
 const path = require('node:path');
 const { startServer, luaString } = require('../lib/server');
+const { EXECUTABLE, browserSkip, launchBrowser, screenshotPath } = require('../lib/browser');
 
 const NODE_MODULES = path.resolve(__dirname, '..', 'node_modules');
 const SIGNALR_DIR = path.join(NODE_MODULES, '@microsoft', 'signalr', 'dist', 'browser');
 const MSGPACK_DIR = path.join(NODE_MODULES, '@microsoft', 'signalr-protocol-msgpack', 'dist', 'browser');
 const PAGE_DIR = path.join(__dirname, 'page');
 
-const LAUNCH_ARGS = ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage',
-  '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'];
-
-function findChromium() {
-  const candidates = process.env.KR_CHROMIUM
-    ? [process.env.KR_CHROMIUM]
-    : ['/usr/bin/chromium', '/usr/bin/chromium-headless-shell'];
-  return candidates.find((p) => fs.existsSync(p));
-}
-
-let playwright;
-try { playwright = require('playwright-core'); } catch { playwright = null; }
-const EXECUTABLE = findChromium();
-
-const SKIP = !playwright
-  ? 'playwright-core is not installed in tests/e2e/node_modules (run scripts/deps.sh or npm ci in tests/e2e)'
-  : !EXECUTABLE
-    ? (process.env.KR_CHROMIUM
-      ? `KR_CHROMIUM=${process.env.KR_CHROMIUM} does not exist`
-      : 'no Chromium found (/usr/bin/chromium or /usr/bin/chromium-headless-shell; scripts/deps.sh installs Debian chromium)')
-    : !fs.existsSync(path.join(SIGNALR_DIR, 'signalr.js')) || !fs.existsSync(path.join(MSGPACK_DIR, 'signalr-protocol-msgpack.js'))
-      ? 'the @microsoft/signalr browser bundles are missing from tests/e2e/node_modules (npm ci in tests/e2e)'
-      : false;
-if (SKIP) process.stdout.write(`# skipping the browser tests: ${SKIP}\n`);
+const SKIP = browserSkip({
+  what: 'the browser tests',
+  files: [path.join(SIGNALR_DIR, 'signalr.js'), path.join(MSGPACK_DIR, 'signalr-protocol-msgpack.js')],
+  missing: 'the @microsoft/signalr browser bundles are missing from tests/e2e/node_modules (npm ci in tests/e2e)',
+});
 
 const SCRIPT = `
 local hub = kr.hub("/hub", { protocols = { "json", "messagepack" } })
@@ -79,19 +59,13 @@ let browser;
 before(async () => {
   if (SKIP) return;
   srv = await startServer({ script: SCRIPT });
-  browser = await playwright.chromium.launch({ executablePath: EXECUTABLE, headless: true, args: LAUNCH_ARGS, timeout: 20000 });
+  browser = await launchBrowser();
 });
 
 after(async () => {
   if (browser) await browser.close().catch(() => {});
   if (srv) await srv.stop();
 });
-
-function screenshotPath(name) {
-  const bin = process.env.KESTRUN_BIN;
-  const dir = bin && fs.existsSync(path.dirname(bin)) ? path.dirname(bin) : os.tmpdir();
-  return path.join(dir, name);
-}
 
 // Opens the page in a fresh browser context, records its requests, WebSockets, console and
 // errors, runs window.krRun(opts) there and returns what it returned plus the records.

@@ -12,7 +12,7 @@ const net = require('node:net');
 const path = require('node:path');
 const { spawn } = require('node:child_process');
 const { startServer, request, rawRequest, firstStatus, sleep, tempDir, writeScript, kestrunBin,
-  waitUntil } = require('../lib/server');
+  waitUntil, wsFrame } = require('../lib/server');
 
 const RS = '\x1e';
 
@@ -67,24 +67,6 @@ function assertRefused(c, what) {
 }
 
 // ---- raw WebSocket + SignalR JSON ----------------------------------------------------------
-
-function wsFrame(payload, opcode = 0x1) {
-  const data = Buffer.isBuffer(payload) ? payload : Buffer.from(payload, 'utf8');
-  const mask = crypto.randomBytes(4);
-  let head;
-  if (data.length < 126) {
-    head = Buffer.from([0x80 | opcode, 0x80 | data.length]);
-  } else if (data.length < 65536) {
-    head = Buffer.alloc(4);
-    head[0] = 0x80 | opcode; head[1] = 0x80 | 126; head.writeUInt16BE(data.length, 2);
-  } else {
-    head = Buffer.alloc(10);
-    head[0] = 0x80 | opcode; head[1] = 0x80 | 127; head.writeBigUInt64BE(BigInt(data.length), 2);
-  }
-  const body = Buffer.alloc(data.length);
-  for (let i = 0; i < data.length; i++) body[i] = data[i] ^ mask[i & 3];
-  return Buffer.concat([head, mask, body]);
-}
 
 // Server frames (unmasked) after the 101 head: [{ opcode, payload }], plus the bytes left.
 function parseFrames(buf) {

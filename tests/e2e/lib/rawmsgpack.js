@@ -6,7 +6,7 @@
 // VarInt-framed msgpack bodies).
 
 const { encode, decode } = require('@msgpack/msgpack');
-const { WebSocket, negotiate } = require('./signalr');
+const { openRawWs } = require('./signalr');
 
 // VarInt: 7 bits per byte, lowest first, high bit = more follows.
 function varint(n) {
@@ -92,33 +92,11 @@ class RawMpHub {
     ws.on('error', (e) => { this.error = e; });
   }
 
-  // ws://127.0.0.1:port{path}?id=... after a v1 negotiate (opts.negotiate), or opts.id;
-  // opts.reattach as in the constructor.
-  static async open(port, path = '/hub', opts = {}) {
-    let id = opts.id;
-    let neg;
-    if (id === undefined && opts.negotiate !== false) {
-      neg = await negotiate(port, path, opts.negotiateQuery || 'negotiateVersion=1');
-      id = neg.json.connectionToken;
-    }
-    const url = `ws://127.0.0.1:${port}${path}${id !== undefined ? `?id=${encodeURIComponent(id)}` : ''}`;
-    const ws = new WebSocket(url, { perMessageDeflate: false });
-    // listeners first: data the server sends with the 101 is not lost
-    const h = new RawMpHub(ws, { reattach: !!opts.reattach });
-    await new Promise((resolve, reject) => {
-      ws.once('open', resolve);
-      ws.once('unexpected-response', (req, res) => {
-        const err = new Error(`WebSocket upgrade answered ${res.statusCode}`);
-        err.status = res.statusCode;
-        res.resume();
-        req.destroy();
-        reject(err);
-      });
-      ws.once('error', reject);
-    });
-    h.id = id;
-    h.negotiated = neg && neg.json;
-    return h;
+  // ws://127.0.0.1:port{path}?id=... after a v1 negotiate (unless opts.negotiate is false), or
+  // opts.id; opts.reattach as in the constructor. The open code is signalr.js's openRawWs.
+  static open(port, path = '/hub', opts = {}) {
+    return openRawWs(port, path, { ...opts, negotiate: opts.negotiate !== false },
+      (ws) => new RawMpHub(ws, { reattach: !!opts.reattach }));
   }
 
   _wake() {

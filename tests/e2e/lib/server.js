@@ -5,6 +5,7 @@
 // bytes Node's own client would refuse to send (pipelining, malformed requests, slowloris).
 
 const { spawn } = require('node:child_process');
+const crypto = require('node:crypto');
 const fs = require('node:fs');
 const http = require('node:http');
 const net = require('node:net');
@@ -368,9 +369,28 @@ async function waitUntil(fn, { timeoutMs = 3000, intervalMs = 25 } = {}) {
   return fn();
 }
 
+// A masked client WebSocket frame (FIN set), for tests that speak WebSocket over a bare socket.
+function wsFrame(payload, opcode = 0x1) {
+  const data = Buffer.isBuffer(payload) ? payload : Buffer.from(payload, 'utf8');
+  const mask = crypto.randomBytes(4);
+  let head;
+  if (data.length < 126) {
+    head = Buffer.from([0x80 | opcode, 0x80 | data.length]);
+  } else if (data.length < 65536) {
+    head = Buffer.alloc(4);
+    head[0] = 0x80 | opcode; head[1] = 0x80 | 126; head.writeUInt16BE(data.length, 2);
+  } else {
+    head = Buffer.alloc(10);
+    head[0] = 0x80 | opcode; head[1] = 0x80 | 127; head.writeBigUInt64BE(BigInt(data.length), 2);
+  }
+  const body = Buffer.alloc(data.length);
+  for (let i = 0; i < data.length; i++) body[i] = data[i] ^ mask[i & 3];
+  return Buffer.concat([head, mask, body]);
+}
+
 module.exports = {
   REPO, SCRIPTS, kestrunBin, startServer, runKestrun, request, rawRequest, RawConn,
-  parseResponses, parseAll, firstStatus, sleep, tempDir, writeScript, luaString, waitUntil,
+  parseResponses, parseAll, firstStatus, sleep, tempDir, writeScript, luaString, waitUntil, wsFrame,
 };
 
 // RFC 9110 IMF-fixdate, as in every Date header.

@@ -7,7 +7,7 @@ const crypto = require('node:crypto');
 const net = require('node:net');
 const signalR = require('@microsoft/signalr');
 const WebSocket = require('ws');
-const { request, sleep } = require('./server');
+const { request, sleep, wsFrame } = require('./server');
 
 const RS = '\x1e';
 
@@ -67,6 +67,38 @@ async function negotiate(port, hubPath = '/hub', query = 'negotiateVersion=1', m
   return { ...r, json };
 }
 
+// The open code of the raw clients (RawHub here, RawMpHub in rawmsgpack.js): negotiates when
+// opts.negotiate (v1 unless opts.negotiateQuery; the id is the token, else the connection id)
+// unless opts.id is given, opens ws://127.0.0.1:port{path}[?id=...] and resolves on 'open' with
+// wrap(ws), which attaches its listeners before 'open' so that data the server sends with the
+// 101 is not lost; the result gets .id and .negotiated (the negotiate JSON). Rejects with
+// err.status on a non-101 answer.
+async function openRawWs(port, path, opts, wrap) {
+  let id = opts.id;
+  let neg;
+  if (id === undefined && opts.negotiate) {
+    neg = await negotiate(port, path, opts.negotiateQuery || 'negotiateVersion=1');
+    id = neg.json.connectionToken || neg.json.connectionId;
+  }
+  const url = `ws://127.0.0.1:${port}${path}${id !== undefined ? `${path.includes('?') ? '&' : '?'}id=${encodeURIComponent(id)}` : ''}`;
+  const ws = new WebSocket(url, { perMessageDeflate: false });
+  const h = wrap(ws);
+  await new Promise((resolve, reject) => {
+    ws.once('open', resolve);
+    ws.once('unexpected-response', (req, res) => {
+      const err = new Error(`WebSocket upgrade answered ${res.statusCode}`);
+      err.status = res.statusCode;
+      res.resume();
+      req.destroy();
+      reject(err);
+    });
+    ws.once('error', reject);
+  });
+  h.id = id;
+  h.negotiated = neg && neg.json;
+  return h;
+}
+
 // Raw WebSocket client: keeps every frame and every parsed record.
 class RawHub {
   constructor(ws) {
@@ -102,30 +134,8 @@ class RawHub {
 
   // Opens ws://127.0.0.1:port{path}[?id=...]. opts.id: explicit id; opts.negotiate: negotiate
   // first (v1, uses the token). Rejects with err.status on a non-101 answer.
-  static async open(port, path = '/hub', opts = {}) {
-    let id = opts.id;
-    let neg;
-    if (id === undefined && opts.negotiate) {
-      neg = await negotiate(port, path, opts.negotiateQuery || 'negotiateVersion=1');
-      id = neg.json.connectionToken || neg.json.connectionId;
-    }
-    const url = `ws://127.0.0.1:${port}${path}${id !== undefined ? `${path.includes('?') ? '&' : '?'}id=${encodeURIComponent(id)}` : ''}`;
-    const ws = new WebSocket(url, { perMessageDeflate: false });
-    await new Promise((resolve, reject) => {
-      ws.once('open', resolve);
-      ws.once('unexpected-response', (req, res) => {
-        const err = new Error(`WebSocket upgrade answered ${res.statusCode}`);
-        err.status = res.statusCode;
-        res.resume();
-        req.destroy();
-        reject(err);
-      });
-      ws.once('error', reject);
-    });
-    const h = new RawHub(ws);
-    h.id = id;
-    h.negotiated = neg && neg.json;
-    return h;
+  static open(port, path = '/hub', opts = {}) {
+    return openRawWs(port, path, { ...opts, negotiate: !!opts.negotiate }, (ws) => new RawHub(ws));
   }
 
   // Status code of a WS upgrade attempt (101 when it succeeds; the socket is then closed).
@@ -211,25 +221,6 @@ function freePort() {
   });
 }
 
-// A masked client WebSocket frame (FIN set).
-function wsFrame(payload, opcode = 0x1) {
-  const data = Buffer.isBuffer(payload) ? payload : Buffer.from(payload, 'utf8');
-  const mask = crypto.randomBytes(4);
-  let head;
-  if (data.length < 126) {
-    head = Buffer.from([0x80 | opcode, 0x80 | data.length]);
-  } else if (data.length < 65536) {
-    head = Buffer.alloc(4);
-    head[0] = 0x80 | opcode; head[1] = 0x80 | 126; head.writeUInt16BE(data.length, 2);
-  } else {
-    head = Buffer.alloc(10);
-    head[0] = 0x80 | opcode; head[1] = 0x80 | 127; head.writeBigUInt64BE(BigInt(data.length), 2);
-  }
-  const body = Buffer.alloc(data.length);
-  for (let i = 0; i < data.length; i++) body[i] = data[i] ^ mask[i & 3];
-  return Buffer.concat([head, mask, body]);
-}
-
 // A raw TCP socket that completes the WebSocket upgrade (skipNegotiation style, path without id)
 // and the SignalR JSON handshake, then hands the socket back. Reading can be stopped with
 // sock.pause(). -> { sock, bytesRead(): number, ended: Promise }
@@ -263,6 +254,6 @@ async function rawTcpHubClient(port, path = '/hub', timeoutMs = 3000) {
 }
 
 module.exports = {
-  signalR, WebSocket, RS, hubConnection, connect, stopAll, collect, until, negotiate, RawHub,
+  signalR, WebSocket, RS, hubConnection, connect, stopAll, collect, until, negotiate, openRawWs, RawHub,
   freePort, wsFrame, rawTcpHubClient,
 };

@@ -331,8 +331,9 @@ describe('ticker.lua', () => {
         const data = JSON.parse(x.slice('SystemMetrics '.length));
         assert.deepEqual(Object.keys(data).sort(), ['Clients', 'CpuPercent', 'MemoryMB', 'Timestamp']);
       } else {
+        // No order check against the "(latest)" line: a tick that arrives in the same read as
+        // the Subscribe completion is printed by its handler before the awaiting code resumes.
         assert.match(x, /^ACME \d+(\.\d{1,2})? \(-?\d+(\.\d{1,2})?\)$/);
-        assert.ok(i > latest, 'ticks come after the Subscribe result');
       }
     }
   });
