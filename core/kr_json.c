@@ -6,59 +6,79 @@
  */
 #include "kr_json.h"
 
-/* Length of the well-formed UTF-8 sequence at s (n bytes available) or 0 (Unicode table 3-7:
- * no overlong forms, no surrogates, nothing above U+10FFFF). Only called for bytes >= 0x80. */
-static size_t utf8_len(const unsigned char *s, size_t n)
+int kr_utf8_feed(kr_utf8_state_t *st, const void *data, size_t n)
 {
-    unsigned c = s[0], lo = 0x80, hi = 0xBF;
-    if (c >= 0xC2 && c <= 0xDF)
-        return n >= 2 && (s[1] & 0xC0) == 0x80 ? 2 : 0;
-    if (c >= 0xE0 && c <= 0xEF) {
-        if (c == 0xE0)
-            lo = 0xA0;
-        else if (c == 0xED)
-            hi = 0x9F;
-        if (n < 3 || s[1] < lo || s[1] > hi || (s[2] & 0xC0) != 0x80)
-            return 0;
-        return 3;
+    const unsigned char *s = data;
+    unsigned need = st->need, lo = st->lo, hi = st->hi;
+    size_t i = 0;
+    while (i < n) {
+        if (need == 0) {
+            while (n - i >= 8) { /* ASCII runs, eight bytes at a time */
+                uint64_t w;
+                memcpy(&w, s + i, 8);
+                if (w & UINT64_C(0x8080808080808080))
+                    break;
+                i += 8;
+            }
+            if (i >= n)
+                break;
+            unsigned b = s[i++];
+            lo = 0x80;
+            hi = 0xbf;
+            if (b < 0x80)
+                continue;
+            /* Unicode table 3-7: no overlong forms, no surrogates, nothing above U+10FFFF. */
+            if (b >= 0xc2 && b <= 0xdf) {
+                need = 1;
+            } else if (b >= 0xe0 && b <= 0xef) {
+                need = 2;
+                if (b == 0xe0)
+                    lo = 0xa0; /* overlong */
+                else if (b == 0xed)
+                    hi = 0x9f; /* surrogates */
+            } else if (b >= 0xf0 && b <= 0xf4) {
+                need = 3;
+                if (b == 0xf0)
+                    lo = 0x90; /* overlong */
+                else if (b == 0xf4)
+                    hi = 0x8f; /* above U+10FFFF */
+            } else {
+                return 0;
+            }
+        } else {
+            unsigned b = s[i++];
+            if (b < lo || b > hi)
+                return 0;
+            need--;
+            lo = 0x80;
+            hi = 0xbf;
+        }
     }
-    if (c >= 0xF0 && c <= 0xF4) {
-        if (c == 0xF0)
-            lo = 0x90;
-        else if (c == 0xF4)
-            hi = 0x8F;
-        if (n < 4 || s[1] < lo || s[1] > hi || (s[2] & 0xC0) != 0x80 || (s[3] & 0xC0) != 0x80)
-            return 0;
-        return 4;
-    }
-    return 0;
+    st->need = (uint8_t)need;
+    st->lo = (uint8_t)lo;
+    st->hi = (uint8_t)hi;
+    return 1;
 }
 
 int kr_utf8_valid(const char *str, size_t len)
 {
-    const unsigned char *s = (const unsigned char *)str;
-    size_t i = 0;
-    while (i < len) {
-        /* ASCII runs, eight bytes at a time. */
-        while (len - i >= 8) {
-            uint64_t w;
-            memcpy(&w, s + i, 8);
-            if (w & UINT64_C(0x8080808080808080))
-                break;
-            i += 8;
-        }
-        if (i >= len)
-            break;
-        if (s[i] < 0x80) {
-            i++;
-            continue;
-        }
-        size_t n = utf8_len(s + i, len - i);
-        if (n == 0)
+    kr_utf8_state_t st = KR_UTF8_STATE_INIT;
+    return kr_utf8_feed(&st, str, len) && st.need == 0;
+}
+
+/* Length of the well-formed UTF-8 sequence at s (n bytes available) or 0. Only called for
+ * bytes >= 0x80, by the string writer, which replaces what is not well-formed. */
+static size_t utf8_len(const unsigned char *s, size_t n)
+{
+    kr_utf8_state_t st = KR_UTF8_STATE_INIT;
+    size_t max = n < 4 ? n : 4;
+    for (size_t i = 0; i < max; i++) {
+        if (!kr_utf8_feed(&st, s + i, 1))
             return 0;
-        i += n;
+        if (st.need == 0)
+            return i + 1;
     }
-    return 1;
+    return 0; /* cut short */
 }
 
 /* 1 for bytes that cannot be copied as they are: controls, '"', '\\' and non-ASCII. */

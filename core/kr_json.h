@@ -3,7 +3,9 @@
  * The string writer every JSON encoder in kestrun uses (the SignalR codec, kr.json.encode):
  * it escapes what JSON requires and replaces bytes that are not well-formed UTF-8 with
  * \ufffd, so what it writes is always valid JSON and valid UTF-8 (a browser drops a WebSocket
- * whose text frame is not). kr_utf8_valid is the same well-formedness check on its own.
+ * whose text frame is not). kr_utf8_valid is the same well-formedness check on its own, and
+ * kr_utf8_feed the incremental form of it (WebSocket text split across fragments): the rules
+ * live in kr_utf8_feed alone.
  * Owns nothing; appends to the caller's kr_sbuf_t. Calls only kr_buf.
  */
 #ifndef KR_JSON_H
@@ -23,5 +25,18 @@ void kr_json_write_string(kr_sbuf_t *sb, const char *s, size_t len);
  * surrogates, nothing above U+10FFFF). NUL bytes are valid. For WebSocket text frames and
  * the like. */
 int kr_utf8_valid(const char *s, size_t len);
+
+/* Incremental check: feed the bytes of one text in any number of pieces; the text is valid
+ * when every feed returned 1 and, at the end, state.need is 0 (no code point cut short). */
+typedef struct kr_utf8_state_s {
+    uint8_t need;   /* continuation bytes the last code point still needs */
+    uint8_t lo, hi; /* ... and the range the next one must be in */
+} kr_utf8_state_t;
+
+#define KR_UTF8_STATE_INIT {0, 0x80, 0xbf}
+
+/* Returns 0 at the first byte no valid text can contain (so a bad text fails fast, whatever
+ * the piece boundaries), 1 otherwise. */
+int kr_utf8_feed(kr_utf8_state_t *st, const void *s, size_t n);
 
 #endif

@@ -37,9 +37,7 @@
 typedef struct ws_msg_s {
     size_t len, cap;
     uint8_t binary;
-    uint8_t u8need; /* text: continuation bytes the last code point still needs */
-    uint8_t u8lo;   /* ... and the range the next one must be in */
-    uint8_t u8hi;
+    kr_utf8_state_t u8; /* text: the incremental UTF-8 check */
     char data[];
 } ws_msg_t;
 
@@ -362,61 +360,6 @@ static void unmask(uint8_t *p, size_t n, const uint8_t key[4], unsigned off)
         p[i] ^= k[i & 7];
 }
 
-/* Feeds text bytes to the incremental UTF-8 check of m (the same rules as kr_utf8_valid:
- * Unicode table 3-7, no overlong forms, surrogates or code points above U+10FFFF). Returns 0
- * at the first byte that no valid text can contain, so a bad message fails fast, whatever
- * the fragment boundaries. A code point may be left incomplete: see message_done. */
-static int utf8_feed(ws_msg_t *m, const uint8_t *s, size_t n)
-{
-    unsigned need = m->u8need, lo = m->u8lo, hi = m->u8hi;
-    size_t i = 0;
-    while (i < n) {
-        if (need == 0) {
-            while (n - i >= 8) { /* ASCII runs, eight bytes at a time */
-                uint64_t w;
-                memcpy(&w, s + i, 8);
-                if (w & UINT64_C(0x8080808080808080))
-                    break;
-                i += 8;
-            }
-            if (i >= n)
-                break;
-            unsigned b = s[i++];
-            lo = 0x80;
-            hi = 0xbf;
-            if (b < 0x80)
-                continue;
-            if (b >= 0xc2 && b <= 0xdf)
-                need = 1;
-            else if (b >= 0xe0 && b <= 0xef) {
-                need = 2;
-                if (b == 0xe0)
-                    lo = 0xa0; /* overlong */
-                else if (b == 0xed)
-                    hi = 0x9f; /* surrogates */
-            } else if (b >= 0xf0 && b <= 0xf4) {
-                need = 3;
-                if (b == 0xf0)
-                    lo = 0x90; /* overlong */
-                else if (b == 0xf4)
-                    hi = 0x8f; /* above U+10FFFF */
-            } else {
-                return 0;
-            }
-        } else {
-            unsigned b = s[i++];
-            if (b < lo || b > hi)
-                return 0;
-            need--;
-            lo = 0x80;
-            hi = 0xbf;
-        }
-    }
-    m->u8need = (uint8_t)need;
-    m->u8lo = (uint8_t)lo;
-    m->u8hi = (uint8_t)hi;
-    return 1;
-}
 
 /* Starts reassembling a message; room for cap bytes to begin with (the limit was checked). */
 static void msg_start(kr_ws_t *ws, int binary, size_t cap)
@@ -426,9 +369,7 @@ static void msg_start(kr_ws_t *ws, int binary, size_t cap)
     m->len = 0;
     m->cap = cap;
     m->binary = (uint8_t)binary;
-    m->u8need = 0;
-    m->u8lo = 0x80;
-    m->u8hi = 0xbf;
+    m->u8 = (kr_utf8_state_t)KR_UTF8_STATE_INIT;
     ws->msg = m;
 }
 
@@ -456,7 +397,7 @@ static int msg_append(kr_ws_t *ws, const uint8_t *p, size_t n)
 {
     msg_reserve(ws, ws->msg->len + n);
     ws_msg_t *m = ws->msg;
-    if (!m->binary && !utf8_feed(m, p, n)) {
+    if (!m->binary && !kr_utf8_feed(&m->u8, p, n)) {
         fail(ws, KR_WS_CLOSE_INVALID_DATA);
         return 0;
     }
@@ -481,7 +422,7 @@ static void deliver(kr_ws_t *ws, int binary, const void *data, size_t len)
 static void message_done(kr_ws_t *ws)
 {
     ws_msg_t *m = ws->msg;
-    if (!m->binary && m->u8need != 0) {
+    if (!m->binary && m->u8.need != 0) {
         fail(ws, KR_WS_CLOSE_INVALID_DATA); /* ends inside a code point */
         return;
     }
