@@ -15,8 +15,8 @@
  */
 #include "kr_hub.h"
 #include "kr_hub_int.h"
-#include <msgpack.h>
 #include "kr_conn.h"
+#include "kr_json.h"
 #include "kr_list.h"
 #include "kr_log.h"
 #include "kr_map.h"
@@ -24,6 +24,7 @@
 #include "kr_server.h"
 #include "kr_ws.h"
 
+#include <msgpack.h>
 #include <openssl/rand.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -829,9 +830,10 @@ static void complete_error(kr_sr_conn_t *c, const char *id, const char *error)
     kr__sr_complete_error(c, id, error);
 }
 
-/* Sends method(arg) to the caller, arg being argument i of m as received: the reply of a
- * built-in (GroupJoined, ReceiveEcho). */
-static void send_to_caller(kr_sr_conn_t *c, const char *method, const kr_sr_msg_t *m, unsigned i)
+/* Sends method(arg) to the caller, arg being the string argument i of m: the reply of a
+ * built-in (GroupJoined, ReceiveEcho). s/len is that string with its NULs restored. */
+static void send_to_caller(kr_sr_conn_t *c, const char *method, const kr_sr_msg_t *m, unsigned i,
+                           const char *s, size_t len)
 {
     kr_sbuf_t sb;
     kr_sbuf_init(&sb, 128);
@@ -842,11 +844,9 @@ static void send_to_caller(kr_sr_conn_t *c, const char *method, const kr_sr_msg_
         kr_sr_mp_write_invocation_tail(&sb, start);
     } else {
         kr_sr_json_write_invocation_head(&sb, NULL, method);
-        char *text = cJSON_PrintUnformatted(cJSON_GetArrayItem(m->arguments, (int)i));
         kr_sbuf_putc(&sb, '[');
-        kr_sbuf_puts(&sb, text ? text : "null");
+        kr_json_write_string(&sb, s, len);
         kr_sbuf_putc(&sb, ']');
-        cJSON_free(text);
         kr_sr_json_write_tail(&sb);
     }
     send_records(c, &sb, 1);
@@ -873,9 +873,9 @@ static int run_builtin(kr_sr_conn_t *c, const kr_sr_msg_t *m)
         complete_error(c, m->invocation_id, msg);
         return 1;
     }
-    const char *s;
+    const char *arg;
     size_t len;
-    if (kr_sr_msg_argc(m) != 1 || m->nstream_ids > 0 || !kr_sr_msg_arg_string(m, 0, &s, &len)) {
+    if (kr_sr_msg_argc(m) != 1 || m->nstream_ids > 0 || !kr_sr_msg_arg_string(m, 0, &arg, &len)) {
         snprintf(msg, sizeof(msg), "Failed to invoke '%s' due to an error on the server.%s",
                  m->target,
                  hub->opts.detailed_errors ? " InvalidDataException: the method expects one "
@@ -884,19 +884,26 @@ static int run_builtin(kr_sr_conn_t *c, const kr_sr_msg_t *m)
         complete_error(c, m->invocation_id, msg);
         return 1;
     }
+    /* A JSON string kept its "\u0000" escapes as C0 80 (kr_json_nul_protect): restore them. */
+    char *s = kr_malloc(len + 1);
+    memcpy(s, arg, len);
+    if (m->protocol == KR_SR_PROTO_JSON)
+        len = kr_json_nul_restore(s, len);
     if (which == 0) {
         if (kr_hub_group_add(hub, c, s, len) == KR_ELIMIT) {
+            kr_free(s);
             complete_error(c, m->invocation_id,
                            "An unexpected error occurred invoking 'JoinGroup' on the server.");
             return 1;
         }
-        send_to_caller(c, "GroupJoined", m, 0);
+        send_to_caller(c, "GroupJoined", m, 0, s, len);
     } else if (which == 1) {
         kr_hub_group_remove(hub, c, s, len);
-        send_to_caller(c, "GroupLeft", m, 0);
+        send_to_caller(c, "GroupLeft", m, 0, s, len);
     } else {
-        send_to_caller(c, "ReceiveEcho", m, 0);
+        send_to_caller(c, "ReceiveEcho", m, 0, s, len);
     }
+    kr_free(s);
     if (m->invocation_id) {
         kr_sbuf_t sb;
         kr_sbuf_init(&sb, 64);

@@ -171,3 +171,53 @@ void kr_json_write_string(kr_sbuf_t *sb, const char *str, size_t len)
     }
     kr_sbuf_putc(sb, '"');
 }
+
+char *kr_json_nul_protect(const char *s, size_t *len)
+{
+    size_t n = *len;
+    if (n < 6 || memmem(s, n, "\\u0000", 6) == NULL || !kr_utf8_valid(s, n))
+        return NULL;
+    char *out = kr_malloc(n);
+    size_t o = 0;
+    int in_string = 0;
+    for (size_t i = 0; i < n;) {
+        char ch = s[i];
+        if (!in_string) {
+            in_string = ch == '"';
+            out[o++] = s[i++];
+            continue;
+        }
+        if (ch == '"') {
+            in_string = 0;
+            out[o++] = s[i++];
+        } else if (ch == '\\' && n - i >= 6 && memcmp(s + i + 1, "u0000", 5) == 0) {
+            out[o++] = (char)0xC0;
+            out[o++] = (char)0x80;
+            i += 6;
+        } else if (ch == '\\' && i + 1 < n) {
+            out[o++] = s[i++]; /* an escape: its second character never ends the string */
+            out[o++] = s[i++];
+        } else {
+            out[o++] = s[i++];
+        }
+    }
+    *len = o;
+    return out;
+}
+
+size_t kr_json_nul_restore(char *s, size_t len)
+{
+    char *p = memchr(s, 0xC0, len);
+    if (p == NULL)
+        return len;
+    size_t o = (size_t)(p - s);
+    for (size_t i = o; i < len; i++) {
+        if ((unsigned char)s[i] == 0xC0 && i + 1 < len && (unsigned char)s[i + 1] == 0x80) {
+            s[o++] = '\0';
+            i++;
+        } else {
+            s[o++] = s[i];
+        }
+    }
+    return o;
+}

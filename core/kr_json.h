@@ -39,4 +39,16 @@ typedef struct kr_utf8_state_s {
  * the piece boundaries), 1 otherwise. */
 int kr_utf8_feed(kr_utf8_state_t *st, const void *s, size_t n);
 
+/* Embedded NULs. cJSON keeps strings NUL-terminated, so a "\u0000" escape would cut a string
+ * there. Before parsing, kr_json_nul_protect rewrites each such escape inside a string into the
+ * two bytes C0 80 (the "modified UTF-8" form of U+0000), which cJSON copies as they are and
+ * which valid UTF-8 text never contains; whoever takes a string out of the tree turns them
+ * back into NUL with kr_json_nul_restore. Returns NULL when there is nothing to do (the bytes
+ * \u0000 appear nowhere, or the text is not valid UTF-8, where C0 80 could be the peer's own
+ * bytes); else a kr_malloc'd copy of *len bytes (updated), possibly unchanged. */
+char *kr_json_nul_protect(const char *s, size_t *len);
+/* Turns every C0 80 pair of s[0..len) back into one NUL byte, in place; returns the new
+ * length. A string without 0xC0 is untouched (memchr: cheap for the common case). */
+size_t kr_json_nul_restore(char *s, size_t len);
+
 #endif

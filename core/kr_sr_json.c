@@ -257,7 +257,12 @@ int kr_sr_json_parse(const char *data, size_t len, kr_sr_msg_t *out, const char 
 
     memset(out, 0, sizeof(*out));
     *err = NULL;
-    root = parse_whole(data, len);
+    /* Strings with "\u0000" keep it as C0 80 in the tree (kr_json_nul_protect); whoever
+     * reads a string value restores the NULs. */
+    size_t plen = len;
+    char *protected_copy = kr_json_nul_protect(data, &plen);
+    root = parse_whole(protected_copy ? protected_copy : data, plen);
+    kr_free(protected_copy);
     if (root == NULL) {
         *err = "message is not valid JSON";
         return KR_EPROTO;

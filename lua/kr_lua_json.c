@@ -401,6 +401,25 @@ static int count_children(const cJSON *item)
 }
 
 /* depth is the number of containers already open around item. May raise (memory). */
+/* A string of the tree; "\u0000" escapes were kept as C0 80 (kr_json_nul_protect). Runs
+ * under lua_pcall (convert), so the buffer is Lua's own and a memory error leaks nothing. */
+static void push_string(lua_State *L, const char *s)
+{
+    if (s == NULL) {
+        lua_pushliteral(L, "");
+        return;
+    }
+    size_t len = strlen(s);
+    if (memchr(s, 0xC0, len) == NULL) {
+        lua_pushlstring(L, s, len);
+        return;
+    }
+    luaL_Buffer b;
+    char *p = luaL_buffinitsize(L, &b, len);
+    memcpy(p, s, len);
+    luaL_pushresultsize(&b, kr_json_nul_restore(p, len));
+}
+
 static int push_item(lua_State *L, dec_t *d, const cJSON *item, int depth)
 {
     switch (item->type & 0xFF) {
@@ -417,7 +436,7 @@ static int push_item(lua_State *L, dec_t *d, const cJSON *item, int depth)
         push_number(L, d, item);
         return 0;
     case cJSON_String:
-        lua_pushstring(L, item->valuestring ? item->valuestring : "");
+        push_string(L, item->valuestring);
         return 0;
     case cJSON_Array: {
         lua_Integer i = 0;
@@ -440,7 +459,7 @@ static int push_item(lua_State *L, dec_t *d, const cJSON *item, int depth)
         luaL_checkstack(L, 3, "JSON nesting");
         lua_createtable(L, 0, count_children(item));
         for (const cJSON *c = item->child; c; c = c->next) {
-            lua_pushstring(L, c->string ? c->string : "");
+            push_string(L, c->string);
             if (push_item(L, d, c, depth + 1) != 0)
                 return -1;
             lua_rawset(L, -3);
@@ -508,6 +527,12 @@ int kr_json_decode(lua_State *L, const char *s, size_t len, const kr_json_opts_t
 
     if (errlen)
         errbuf[0] = '\0';
+    /* "\u0000" inside strings survives as C0 80 (kr_json_nul_protect); push_string restores
+     * it. The number scan (next_number) reads the same protected text, so tokens line up. */
+    char *protected_copy = kr_json_nul_protect(s, &len);
+    if (protected_copy != NULL)
+        s = d.src = protected_copy;
+    d.len = len;
     if (len == 0) {
         rc = KR_EINVAL;
         snprintf(errbuf, errlen, "invalid JSON at offset 0");
@@ -559,10 +584,12 @@ int kr_json_decode(lua_State *L, const char *s, size_t len, const kr_json_opts_t
         goto fail;
     }
     cJSON_Delete(root);
+    kr_free(protected_copy);
     return 0;
 
 fail:
     cJSON_Delete(root);
+    kr_free(protected_copy);
     return rc;
 }
 

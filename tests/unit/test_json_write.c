@@ -220,9 +220,42 @@ TEST(utf8_invalid)
     ASSERT(kr_utf8_valid("ab\xff", 2));
 }
 
+/* kr_json_nul_protect / kr_json_nul_restore: "\u0000" escapes inside strings become C0 80 and
+ * back; nothing else changes; invalid UTF-8 input is left alone. */
+TEST(nul_protect_restore)
+{
+    size_t len = 0;
+    const char *none = "{\"a\":\"b\"}";
+    len = strlen(none);
+    ASSERT_NULL(kr_json_nul_protect(none, &len));
+    const char *esc = "[\"\\\\u0000\"]"; /* an escaped backslash, then u0000: no NUL */
+    len = strlen(esc);
+    char *same = kr_json_nul_protect(esc, &len); /* the bytes look like one: copied unchanged */
+    if (same != NULL) {
+        ASSERT_EQ(len, strlen(esc));
+        ASSERT_EQ(memcmp(same, esc, len), 0);
+        kr_free(same);
+    }
+    const char *bad = "[\"\\u0000\xff\"]"; /* not UTF-8: untouched */
+    len = strlen(bad);
+    ASSERT_NULL(kr_json_nul_protect(bad, &len));
+    const char *in = "{\"k\\u0000\":[\"a\\u0000b\",\"\\\"\\u0000\",\"\\\\\\u0000\"]}";
+    len = strlen(in);
+    char *out = kr_json_nul_protect(in, &len);
+    ASSERT_NOT_NULL(out);
+    const char want[] = "{\"k\xc0\x80\":[\"a\xc0\x80" "b\",\"\\\"\xc0\x80\",\"\\\\\xc0\x80\"]}";
+    ASSERT_EQ(len, sizeof(want) - 1);
+    ASSERT_EQ(memcmp(out, want, len), 0);
+    char s[] = "a\xc0\x80" "b\xc0\x80\xc0";
+    ASSERT_EQ(kr_json_nul_restore(s, sizeof(s) - 1), 5);
+    ASSERT_EQ(memcmp(s, "a\0b\0\xc0", 5), 0);
+    kr_free(out);
+}
+
 KR_TEST_MAIN(KR_TEST_ENTRY(plain), KR_TEST_ENTRY(quotes_and_backslash),
              KR_TEST_ENTRY(control_chars), KR_TEST_ENTRY(multibyte_passthrough),
              KR_TEST_ENTRY(invalid_bytes), KR_TEST_ENTRY(overlong),
              KR_TEST_ENTRY(surrogates_and_beyond), KR_TEST_ENTRY(truncated),
              KR_TEST_ENTRY(long_strings), KR_TEST_ENTRY(reads_back), KR_TEST_ENTRY(appends),
-             KR_TEST_ENTRY(utf8_valid), KR_TEST_ENTRY(utf8_invalid))
+             KR_TEST_ENTRY(utf8_valid), KR_TEST_ENTRY(utf8_invalid),
+             KR_TEST_ENTRY(nul_protect_restore))

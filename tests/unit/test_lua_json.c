@@ -405,6 +405,24 @@ TEST(decode_unicode)
     finish(L);
 }
 
+/* "\u0000" inside strings survives decoding (cJSON alone would cut the string there), in
+ * values and keys; an escaped backslash before "u0000" is not an escape; numbers after it are
+ * still read from the right text. */
+TEST(decode_embedded_nul)
+{
+    lua_State *L = new_state();
+    run(L, "local v = json.decode('\"a\\\\u0000b\"')\n"
+           "assert(v == 'a\\0b' and #v == 3, v)\n"
+           "local t = json.decode('{\"k\\\\u0000x\": [\"\\\\u0000\", 1, 2.5, \"\\\\\\\\u0000\", 3], \"n\": -0}')\n"
+           "assert(t['k\\0x'][1] == '\\0')\n"
+           "assert(t['k\\0x'][2] == 1 and math.type(t['k\\0x'][2]) == 'integer')\n"
+           "assert(t['k\\0x'][3] == 2.5)\n"
+           "assert(t['k\\0x'][4] == '\\\\u0000', t['k\\0x'][4])\n"
+           "assert(t['k\\0x'][5] == 3 and math.type(t.n) == 'integer')\n"
+           "assert(json.encode(json.decode('\"x\\\\u0000y\"')) == '\"x\\\\u0000y\"')");
+    finish(L);
+}
+
 TEST(decode_errors)
 {
     lua_State *L = new_state();
@@ -705,6 +723,7 @@ KR_TEST_MAIN(KR_TEST_ENTRY(encode_scalars), KR_TEST_ENTRY(encode_numbers),
              KR_TEST_ENTRY(encode_cycles), KR_TEST_ENTRY(encode_depth_limit),
              KR_TEST_ENTRY(c_encode_appends), KR_TEST_ENTRY(decode_values),
              KR_TEST_ENTRY(decode_numbers), KR_TEST_ENTRY(decode_unicode),
+             KR_TEST_ENTRY(decode_embedded_nul),
              KR_TEST_ENTRY(decode_errors), KR_TEST_ENTRY(decode_depth_limit),
              KR_TEST_ENTRY(decode_c_api_unterminated), KR_TEST_ENTRY(round_trip),
              KR_TEST_ENTRY(decode_memory_cap), KR_TEST_ENTRY(encode_memory_cap))

@@ -43,11 +43,9 @@ test('Echo: method names match case-insensitively; any string round-trips', asyn
   } finally { await conn.stop(); }
 });
 
-// Known limitation: hub messages are parsed with cJSON, whose strings end at a \u0000 escape,
-// so the argument arrives cut short. Kept as a todo (it runs and reports) until the hub codec
-// parses strings itself; docs/realtime.md and docs/lua-api.md list the limitation.
-test('Echo: a string with an embedded NUL (\\u0000) round-trips whole',
-  { todo: 'cJSON ends strings at \\u0000: see docs/lua-api.md, known limitations' }, async () => {
+// cJSON ends strings at a NUL: the hub codec keeps "\u0000" escapes as C0 80 while parsing
+// and restores them (kr_json_nul_protect / kr_json_nul_restore).
+test('Echo: a string with an embedded NUL (\\u0000) round-trips whole', async () => {
   const conn = await connect(srv.url('/hub'));
   try {
     const got = collect(conn, 'ReceiveEcho');
