@@ -131,6 +131,47 @@ const char *kr_http_req_header(const kr_http_req_t *req, const char *name, size_
     return NULL;
 }
 
+int kr_http_query_find(const char *query, const char *key, int nocase, const char **val,
+                       size_t *len)
+{
+    size_t klen = strlen(key);
+    const char *p = query;
+    while (*p) {
+        const char *amp = strchr(p, '&');
+        const char *end = amp ? amp : p + strlen(p);
+        const char *eq = memchr(p, '=', (size_t)(end - p));
+        const char *kend = eq ? eq : end;
+        if ((size_t)(kend - p) == klen &&
+            (nocase ? kr_strncasecmp(p, key, klen) : memcmp(p, key, klen)) == 0) {
+            *val = eq ? eq + 1 : end;
+            *len = (size_t)(end - *val);
+            return 1;
+        }
+        p = amp ? amp + 1 : end;
+    }
+    return 0;
+}
+
+size_t kr_http_form_decode(const char *s, size_t n, char *out)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (c == '+') {
+            c = ' ';
+        } else if (c == '%' && i + 2 < n) {
+            int hi = kr_hexval((unsigned char)s[i + 1]);
+            int lo = kr_hexval((unsigned char)s[i + 2]);
+            if (hi >= 0 && lo >= 0) {
+                c = (char)(hi * 16 + lo);
+                i += 2;
+            }
+        }
+        out[o++] = c;
+    }
+    return o;
+}
+
 /* Percent-decodes src[0..n) into dst (which has room for n+1); returns the length, or -1
  * for a malformed escape or an encoded NUL. */
 static long percent_decode(const char *src, size_t n, char *dst)

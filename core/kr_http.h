@@ -77,6 +77,15 @@ struct kr_http_req_s {
 /* Headers: case-insensitive lookup; returns the value (NUL-terminated) or NULL. */
 const char *kr_http_req_header(const kr_http_req_t *req, const char *name, size_t *len);
 
+/* Query string: finds the first parameter named key (compared case-insensitively when nocase,
+ * as .NET does for SignalR's parameters) in query (the part after '?', NUL-terminated) and
+ * sets *val and *len to its value, still URL-encoded ("" for "key" or "key="). 1 when found. */
+int kr_http_query_find(const char *query, const char *key, int nocase, const char **val,
+                       size_t *len);
+/* Form-decodes s[0..n) ('+' is a space, %XX a byte; a bad escape stays as it is) into out,
+ * which has room for n bytes. Returns the decoded length (at most n). */
+size_t kr_http_form_decode(const char *s, size_t n, char *out);
+
 /* Adds a header (copied) to every response of req, before it is started: kr_http_respond*
  * emit it after the caller's headers, unless the caller already sets one of that name (the
  * caller wins), except Vary, which is a list and is always added. For request-wide policies

@@ -20,31 +20,24 @@
  * is never a valid value: the caller answers as for an unknown one). */
 long kr__sr_query_param(const kr_http_req_t *req, const char *key, char *out, size_t outlen)
 {
-    size_t klen = strlen(key);
-    const char *p = req->query;
-    while (*p) {
-        const char *amp = strchr(p, '&');
-        const char *end = amp ? amp : p + strlen(p);
-        const char *eq = memchr(p, '=', (size_t)(end - p));
-        const char *kend = eq ? eq : end;
-        if ((size_t)(kend - p) == klen && kr_strncasecmp(p, key, klen) == 0) {
-            size_t o = 0;
-            for (const char *v = eq ? eq + 1 : end; v < end; v++) {
-                if (o + 1 >= outlen)
-                    return -2;
-                if (*v == '%' && v + 2 < end + 0 && kr_hexval(v[1]) >= 0 && kr_hexval(v[2]) >= 0) {
-                    out[o++] = (char)(kr_hexval(v[1]) * 16 + kr_hexval(v[2]));
-                    v += 2;
-                } else {
-                    out[o++] = *v == '+' ? ' ' : *v;
-                }
-            }
-            out[o] = '\0';
-            return (long)o;
-        }
-        p = amp ? amp + 1 : end;
+    const char *val;
+    size_t len;
+    if (!kr_http_query_find(req->query, key, 1, &val, &len))
+        return -1;
+    /* Decoding never lengthens: a value that fits raw fits decoded; a longer one is decoded
+     * aside to learn whether it fits. */
+    char *tmp = len < outlen ? out : kr_malloc(len);
+    size_t n = kr_http_form_decode(val, len, tmp);
+    if (n >= outlen) {
+        kr_free(tmp);
+        return -2;
     }
-    return -1;
+    if (tmp != out) {
+        memcpy(out, tmp, n);
+        kr_free(tmp);
+    }
+    out[n] = '\0';
+    return (long)n;
 }
 
 static void respond_json(kr_http_req_t *req, kr_sbuf_t *sb)

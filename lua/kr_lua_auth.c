@@ -281,30 +281,12 @@ static int jwt_gc(lua_State *L)
 /* Pushes the percent-decoded value of query parameter key (exact name), or returns 0. */
 static int push_query_param(lua_State *L, const char *query, const char *key)
 {
-    size_t klen = strlen(key);
-    const char *p = query;
-    while (*p) {
-        const char *amp = strchr(p, '&');
-        const char *end = amp ? amp : p + strlen(p);
-        const char *eq = memchr(p, '=', (size_t)(end - p));
-        const char *kend = eq ? eq : end;
-        if ((size_t)(kend - p) == klen && memcmp(p, key, klen) == 0) {
-            luaL_Buffer b;
-            luaL_buffinit(L, &b);
-            for (const char *v = eq ? eq + 1 : end; v < end; v++) {
-                if (*v == '%' && end - v > 2 && kr_hexval(v[1]) >= 0 && kr_hexval(v[2]) >= 0) {
-                    luaL_addchar(&b, (char)(kr_hexval(v[1]) * 16 + kr_hexval(v[2])));
-                    v += 2;
-                } else {
-                    luaL_addchar(&b, *v == '+' ? ' ' : *v);
-                }
-            }
-            luaL_pushresult(&b);
-            return 1;
-        }
-        p = amp ? amp + 1 : end;
-    }
-    return 0;
+    const char *val;
+    size_t len;
+    if (!kr_http_query_find(query, key, 0, &val, &len))
+        return 0;
+    kr__lua_push_form_decoded(L, val, len);
+    return 1;
 }
 
 /* Basic credentials: base64(user ":" password). Sets basic_user/basic_password, or

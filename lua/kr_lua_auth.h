@@ -22,6 +22,8 @@ void kr__lua_auth_set_route(lua_State *L, int ref, int idx);
 int kr__lua_auth_push_route(lua_State *co, kr_http_req_t *req, int ref);
 /* Implemented by kr_lua_http.c: req:_set_user(user), req at 1, the claims table at 2. */
 int kr__lua_req_set_user(lua_State *L);
+/* Implemented by kr_lua_http.c: pushes s[0..n) form-decoded (query values, form bodies). */
+void kr__lua_push_form_decoded(lua_State *L, const char *s, size_t n);
 
 /* Hubs. Checks a hub's or a hub method's authorize option at idx (raises when invalid). */
 void kr__lua_auth_check_option(lua_State *L, int idx, const char *fname);

@@ -46,26 +46,13 @@ typedef struct route_call_s {
 /* ---- URL-encoded text ------------------------------------------------------------------- */
 
 /* Pushes the form-decoded ('+' is a space) string s[0..n). Bad escapes stay as they are. */
-static void push_form_decoded(lua_State *L, const char *s, size_t n)
+void kr__lua_push_form_decoded(lua_State *L, const char *s, size_t n)
 {
     luaL_Buffer b;
-    luaL_buffinit(L, &b);
-    for (size_t i = 0; i < n; i++) {
-        char c = s[i];
-        if (c == '+') {
-            c = ' ';
-        } else if (c == '%' && i + 2 < n) {
-            int hi = kr_hexval((unsigned char)s[i + 1]);
-            int lo = kr_hexval((unsigned char)s[i + 2]);
-            if (hi >= 0 && lo >= 0) {
-                c = (char)(hi * 16 + lo);
-                i += 2;
-            }
-        }
-        luaL_addchar(&b, c);
-    }
-    luaL_pushresult(&b);
+    char *out = luaL_buffinitsize(L, &b, n);
+    luaL_pushresultsize(&b, kr_http_form_decode(s, n, out));
 }
+
 
 /* Calls fn(L, key, value) for each pair of an application/x-www-form-urlencoded string,
  * with the decoded key and value pushed (fn pops them). */
@@ -81,9 +68,9 @@ static void parse_urlencoded(lua_State *L, const char *s, size_t n, int only_key
         if (end > i) {
             const char *eq = memchr(s + i, '=', end - i);
             size_t klen = eq ? (size_t)(eq - (s + i)) : end - i;
-            push_form_decoded(L, s + i, klen);
+            kr__lua_push_form_decoded(L, s + i, klen);
             if (eq)
-                push_form_decoded(L, eq + 1, (size_t)(s + end - eq - 1));
+                kr__lua_push_form_decoded(L, eq + 1, (size_t)(s + end - eq - 1));
             else
                 lua_pushliteral(L, "");
             /* stack: key value */

@@ -1036,7 +1036,37 @@ TEST(stream_after_close)
     fx_done(&fx);
 }
 
-KR_TEST_MAIN(KR_TEST_ENTRY(simple_get), KR_TEST_ENTRY(no_handler_is_404),
+/* The query helpers hubs and authentication share: first match, case rule, raw value, and the
+ * form decoding ('+', %XX, bad escapes kept). */
+TEST(query_find_and_form_decode)
+{
+    const char *q = "a=1&ID=x%2By+z&id=second&flag&empty=&bad=%zz%4";
+    const char *v;
+    size_t n;
+    ASSERT(kr_http_query_find(q, "id", 1, &v, &n));
+    ASSERT_EQ(n, 7);
+    ASSERT_EQ(memcmp(v, "x%2By+z", 7), 0);
+    ASSERT(kr_http_query_find(q, "id", 0, &v, &n));
+    ASSERT_EQ(n, 6);
+    ASSERT_EQ(memcmp(v, "second", 6), 0);
+    ASSERT(kr_http_query_find(q, "flag", 0, &v, &n));
+    ASSERT_EQ(n, 0);
+    ASSERT(kr_http_query_find(q, "empty", 0, &v, &n));
+    ASSERT_EQ(n, 0);
+    ASSERT(!kr_http_query_find(q, "missing", 1, &v, &n));
+    ASSERT(!kr_http_query_find("", "a", 1, &v, &n));
+    char out[32];
+    ASSERT(kr_http_query_find(q, "ID", 0, &v, &n));
+    size_t d = kr_http_form_decode(v, n, out);
+    ASSERT_EQ(d, 5);
+    ASSERT_EQ(memcmp(out, "x+y z", 5), 0);
+    ASSERT(kr_http_query_find(q, "bad", 0, &v, &n));
+    d = kr_http_form_decode(v, n, out);
+    ASSERT_EQ(d, n); /* malformed escapes stay as they are */
+    ASSERT_EQ(memcmp(out, "%zz%4", 5), 0);
+}
+
+KR_TEST_MAIN(KR_TEST_ENTRY(query_find_and_form_decode), KR_TEST_ENTRY(simple_get), KR_TEST_ENTRY(no_handler_is_404),
              KR_TEST_ENTRY(request_fields), KR_TEST_ENTRY(empty_header_value),
              KR_TEST_ENTRY(header_lookup), KR_TEST_ENTRY(body_content_length),
              KR_TEST_ENTRY(body_chunked), KR_TEST_ENTRY(keepalive_two_requests_one_feed),
