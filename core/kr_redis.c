@@ -269,21 +269,29 @@ static kr_redis_t *owner(const redisAsyncContext *ac)
     return ac->data;
 }
 
-static void on_connect(const redisAsyncContext *ac, int status)
+/* One of our two contexts is gone (a failed connect or a lost connection): forget it and
+ * drop the pair. A context we dropped ourselves is ignored. */
+static void lost(kr_redis_t *r, const redisAsyncContext *ac, const char *dflt)
 {
-    kr_redis_t *r = owner(ac);
-    if (status != REDIS_OK && ac == r->closing)
-        r->closing = NULL;
-    if (status == REDIS_OK || (ac != r->cmd && ac != r->sub))
+    if (ac != r->cmd && ac != r->sub)
         return;
-    /* hiredis frees ac after this returns. */
     if (ac == r->cmd)
         r->cmd = NULL;
     else
         r->sub = NULL;
     char why[160];
-    snprintf(why, sizeof(why), "%s", ac->errstr[0] ? ac->errstr : "connection failed");
+    snprintf(why, sizeof(why), "%s", ac->errstr[0] ? ac->errstr : dflt);
     fail_pair(r, why);
+}
+
+static void on_connect(const redisAsyncContext *ac, int status)
+{
+    if (status == REDIS_OK)
+        return;
+    kr_redis_t *r = owner(ac);
+    if (ac == r->closing)
+        r->closing = NULL;
+    lost(r, ac, "connection failed"); /* hiredis frees ac after this returns */
 }
 
 static void on_disconnect(const redisAsyncContext *ac, int status)
@@ -292,15 +300,7 @@ static void on_disconnect(const redisAsyncContext *ac, int status)
     kr_redis_t *r = owner(ac);
     if (ac == r->closing)
         r->closing = NULL;
-    if (ac != r->cmd && ac != r->sub)
-        return; /* one we dropped ourselves */
-    if (ac == r->cmd)
-        r->cmd = NULL;
-    else
-        r->sub = NULL;
-    char why[160];
-    snprintf(why, sizeof(why), "%s", ac->errstr[0] ? ac->errstr : "connection closed");
-    fail_pair(r, why);
+    lost(r, ac, "connection closed");
 }
 
 static int reply_is_error(const redisReply *reply, char *why, size_t len)

@@ -542,22 +542,13 @@ static int same_origin(const kr_http_req_t *req, const char *o, size_t n)
     return skip && n - skip == hlen && kr_strncasecmp(o + skip, host, hlen) == 0;
 }
 
-static int method_allowed(const kr_cors_t *p, const char *m, size_t n)
+/* Whether s[0..n) is in the list (case-insensitively), or the list allows anything. */
+static int list_allows(int any, const strlist_t *l, const char *s, size_t n)
 {
-    if (p->any_method)
+    if (any)
         return 1;
-    for (unsigned i = 0; i < p->methods.n; i++)
-        if (strlen(p->methods.v[i]) == n && kr_strncasecmp(p->methods.v[i], m, n) == 0)
-            return 1;
-    return 0;
-}
-
-static int header_allowed(const kr_cors_t *p, const char *h, size_t n)
-{
-    if (p->any_header)
-        return 1;
-    for (unsigned i = 0; i < p->headers.n; i++)
-        if (strlen(p->headers.v[i]) == n && kr_strncasecmp(p->headers.v[i], h, n) == 0)
+    for (unsigned i = 0; i < l->n; i++)
+        if (strlen(l->v[i]) == n && kr_strncasecmp(l->v[i], s, n) == 0)
             return 1;
     return 0;
 }
@@ -577,7 +568,7 @@ static const char *check_request_headers(const kr_cors_t *p, const char *v, size
         if (e > q) {
             if (!is_token(q, (size_t)(e - q)))
                 return "malformed Access-Control-Request-Headers";
-            if (!header_allowed(p, q, (size_t)(e - q)))
+            if (!list_allows(p->any_header, &p->headers, q, (size_t)(e - q)))
                 return "header not allowed";
             if (kr_sbuf_len(out))
                 kr_sbuf_putc(out, ',');
@@ -644,7 +635,7 @@ static void preflight(const kr_cors_t *p, kr_http_req_t *req, const char *origin
         why = "origin not allowed";
     else if (!is_token(acrm, mlen))
         why = "malformed Access-Control-Request-Method";
-    else if (!method_allowed(p, acrm, mlen))
+    else if (!list_allows(p->any_method, &p->methods, acrm, mlen))
         why = "method not allowed";
     else if (acrh != NULL)
         why = check_request_headers(p, acrh, hlen, &hdrs);

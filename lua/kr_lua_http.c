@@ -143,6 +143,18 @@ static void push_query(lua_State *L, const kr_http_req_t *req)
     parse_urlencoded(L, req->query, strlen(req->query), 0, lua_gettop(L), 0);
 }
 
+/* Pushes the field cache of the req at index 1 (its user value), made on first use: a handler
+ * that reads no field costs no table. */
+static void push_field_cache(lua_State *L)
+{
+    if (lua_getiuservalue(L, 1, 1) != LUA_TTABLE) {
+        lua_pop(L, 1);
+        lua_createtable(L, 0, 4);
+        lua_pushvalue(L, -1);
+        lua_setiuservalue(L, 1, 1);
+    }
+}
+
 /* __index: methods first, then the fields, computed once and cached in the user value. */
 static int l_req_index(lua_State *L)
 {
@@ -154,13 +166,7 @@ static int l_req_index(lua_State *L)
     if (lua_rawget(L, -2) != LUA_TNIL && k[0] != '_')
         return 1; /* a method */
     lua_pop(L, 2);
-    if (lua_getiuservalue(L, 1, 1) != LUA_TTABLE) {
-        /* The cache is made on first use: a handler that reads no field costs no table. */
-        lua_pop(L, 1);
-        lua_createtable(L, 0, 4);
-        lua_pushvalue(L, -1);
-        lua_setiuservalue(L, 1, 1);
-    }
+    push_field_cache(L);
     lua_pushvalue(L, 2);
     if (lua_rawget(L, -2) != LUA_TNIL)
         return 1;
@@ -200,12 +206,7 @@ int kr__lua_req_set_user(lua_State *L)
 {
     check_req(L, NULL);
     luaL_checktype(L, 2, LUA_TTABLE);
-    if (lua_getiuservalue(L, 1, 1) != LUA_TTABLE) {
-        lua_pop(L, 1);
-        lua_createtable(L, 0, 4);
-        lua_pushvalue(L, -1);
-        lua_setiuservalue(L, 1, 1);
-    }
+    push_field_cache(L);
     lua_pushvalue(L, 2);
     lua_setfield(L, -2, "user");
     return 0;
