@@ -613,9 +613,11 @@ fanout_report() {
   RATES="$RATES" LAT_N="$LAT_N" IDLE_N="$IDLE_N" SLOW_N="$SLOW_N" SLOW_DURATION="$SLOW_DURATION" \
   SAT_MIN="$SAT_MIN" FANOUT_RETRIES="$FANOUT_RETRIES" SERVER_CPU="$SERVER_CPU" CLIENT_CPU="$CLIENT_CPU" \
   LOAD_A="$FANOUT_LOAD_START" LOAD_B="$FANOUT_LOAD_END" DATE="$(date -u '+%Y-%m-%d %H:%M UTC')" \
-  python3 - "${FNOTES[@]}" <<'PY'
+  BENCH_DIR="$here" python3 - "${FNOTES[@]}" <<'PY'
 import json, os, statistics, sys
 E = os.environ
+sys.path.insert(0, E["BENCH_DIR"])
+from report_common import selector, med, fi, f2, f3
 rows = [json.loads(l) for l in open(E["FRESULTS"]) if l.strip()]
 notes = list(dict.fromkeys(sys.argv[1:]))
 R = int(E["FANOUT_ROUNDS"]); Ns = [int(x) for x in E["FANOUT_N"].split()]
@@ -623,17 +625,7 @@ rates = [int(x) for x in E["RATES"].split()]
 SRV = ["kestrun", "ws", "socketio"]
 NAME = {"kestrun": "kestrun", "ws": "Node ws", "socketio": "socket.io", "raw": "raw write()", "raw-batch": "raw writev()"}
 
-def sel(**kw):
-    return [r for r in rows if all(r.get(k) == v for k, v in kw.items())]
-def med(xs):
-    xs = [x for x in xs if isinstance(x, (int, float))]
-    return statistics.median(xs) if xs else None
-def fi(x):
-    return "—" if x is None else f"{x:,.0f}"
-def f2(x):
-    return "—" if x is None else f"{x:.2f}"
-def f3(x):
-    return "—" if x is None else f"{x:.3f}"
+sel = selector(rows)
 def ratios(n, a, b):
     out = []
     for r in range(1, R + 1):
@@ -854,9 +846,11 @@ fanout_wire_report() {
   WIRE_RATE="$WIRE_RATE" SERVER_CPU="$SERVER_CPU" CLIENT_CPU="$CLIENT_CPU" SAT_MIN="$SAT_MIN" \
   FANOUT_RETRIES="$FANOUT_RETRIES" LOAD_A="$WIRE_LOAD_START" LOAD_B="$WIRE_LOAD_END" \
   VERSION="$("$KESTRUN" --version 2>&1 | head -n 1)" COMMIT="$(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo '?')" \
-  DATE="$(date -u '+%Y-%m-%d %H:%M UTC')" python3 - "${WNOTES[@]}" <<'PY'
+  DATE="$(date -u '+%Y-%m-%d %H:%M UTC')" BENCH_DIR="$here" python3 - "${WNOTES[@]}" <<'PY'
 import json, os, statistics, sys
 E = os.environ
+sys.path.insert(0, E["BENCH_DIR"])
+from report_common import selector, med, fi, f2, f3
 rows = [json.loads(l) for l in open(E["WRESULTS"]) if l.strip()]
 notes = list(dict.fromkeys(sys.argv[1:]))
 R = int(E["FANOUT_ROUNDS"]); N = int(E["WIRE_N"]); RATE = int(E["WIRE_RATE"])
@@ -864,17 +858,7 @@ WIRES = ["ws-json", "ws-msgpack", "lp-json", "lp-msgpack"]
 NAME = {"ws-json": "WebSockets + JSON", "ws-msgpack": "WebSockets + MessagePack",
         "lp-json": "long polling + JSON", "lp-msgpack": "long polling + MessagePack"}
 
-def sel(**kw):
-    return [r for r in rows if all(r.get(k) == v for k, v in kw.items())]
-def med(xs):
-    xs = [x for x in xs if isinstance(x, (int, float))]
-    return statistics.median(xs) if xs else None
-def fi(x):
-    return "—" if x is None else f"{x:,.0f}"
-def f2(x):
-    return "—" if x is None else f"{x:.2f}"
-def f3(x):
-    return "—" if x is None else f"{x:.3f}"
+sel = selector(rows)
 def ms(x):
     return "—" if x is None else f"{x / 1000:,.1f}"
 def ratios(w):  # per round: this wire format's msgs/s ÷ WebSockets + JSON's
