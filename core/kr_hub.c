@@ -925,7 +925,7 @@ static void dispatch(kr_sr_conn_t *c, const kr_sr_msg_t *m)
         return; /* the app completes it */
     if (!streaming)
         c->busy = 0;
-    kr__sr_uploads_close_all(c, m);
+    kr_sr_uploads_close(c, m);
     if (hub->opts.builtins && run_builtin(c, m))
         return;
     char msg[300];
@@ -1110,7 +1110,7 @@ static void handle_message(kr_sr_conn_t *c, kr_sr_msg_t *m)
             if (c->nqueued >= c->hub->opts.max_queued_invocations) {
                 /* Only possible while a client result is awaited (reading never pauses
                  * then): refuse rather than queue without bound. */
-                kr__sr_uploads_close_all(c, m);
+                kr_sr_uploads_close(c, m);
                 char msg[300];
                 snprintf(msg, sizeof(msg),
                          "Failed to invoke '%.200s': too many invocations are waiting for this "

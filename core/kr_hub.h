@@ -189,6 +189,8 @@ int kr_sr_upload_next(kr_sr_upload_t *u, kr_sr_msg_t *item, const char **error);
  * connection ending). One waiter at a time; ud NULL cancels the wait. */
 void kr_sr_upload_wait(kr_sr_upload_t *u, void (*cb)(void *ud), void *ud);
 void kr_sr_upload_close(kr_sr_upload_t *u);
+/* Closes every upload stream invocation m names (an invocation refused before its method ran). */
+void kr_sr_uploads_close(kr_sr_conn_t *c, const kr_sr_msg_t *m);
 
 /* Client results: registers a result the server awaits and writes its fresh invocation id into
  * id (at least 24 bytes); the caller then sends the Invocation with that id

@@ -179,8 +179,6 @@ void kr__sr_calls_message(kr_sr_conn_t *c, kr_sr_msg_t *m);
 /* Opens the upload streams an invocation names. 0, KR_EEXIST with *dup_id the stream id
  * already in use, or KR_ELIMIT (max_streams); nothing stays open on failure. */
 int kr__sr_uploads_open(kr_sr_conn_t *c, const kr_sr_msg_t *m, const char **dup_id);
-/* Closes the upload streams m names (the invocation was refused before reaching the app). */
-void kr__sr_uploads_close_all(kr_sr_conn_t *c, const kr_sr_msg_t *m);
 /* The connection ended: cancels server streams, fails client results, ends uploads. */
 void kr__sr_calls_end(kr_sr_conn_t *c);
 /* Client results past their deadline fail with a timeout (called from the hub's tick). */

@@ -166,7 +166,7 @@ int kr__sr_uploads_open(kr_sr_conn_t *c, const kr_sr_msg_t *m, const char **dup_
     return rc;
 }
 
-void kr__sr_uploads_close_all(kr_sr_conn_t *c, const kr_sr_msg_t *m)
+void kr_sr_uploads_close(kr_sr_conn_t *c, const kr_sr_msg_t *m)
 {
     for (unsigned i = 0; i < m->nstream_ids; i++) {
         call_t *k = find_call(c, m->stream_ids[i]);

@@ -614,11 +614,7 @@ static int push_arguments(lua_State *co, const kr_sr_msg_t *m)
  * touches the one-at-a-time slot), its upload streams closed. */
 static void refuse(kr_sr_conn_t *c, const kr_sr_msg_t *m, const char *msg)
 {
-    for (unsigned i = 0; i < m->nstream_ids; i++) {
-        kr_sr_upload_t *u = kr_sr_upload_find(c, m->stream_ids[i]);
-        if (u != NULL)
-            kr_sr_upload_close(u);
-    }
+    kr_sr_uploads_close(c, m);
     if (m->type == KR_SR_STREAM_INVOCATION)
         kr__lua_hub_stream_fail(c, m->invocation_id, msg);
     else

@@ -154,11 +154,7 @@ int kr__lua_hub_start_stream(kr_vm_t *vm, kr_sr_conn_t *c, const kr_sr_msg_t *m,
         else
             snprintf(msg, sizeof(msg),
                      "An unexpected error occurred invoking '%.200s' on the server.", m->target);
-        for (unsigned i = 0; i < m->nstream_ids; i++) {
-            kr_sr_upload_t *u = kr_sr_upload_find(c, m->stream_ids[i]);
-            if (u)
-                kr_sr_upload_close(u);
-        }
+        kr_sr_uploads_close(c, m);
         send_stream_end(c, m->invocation_id, msg);
         return 0;
     }
@@ -168,11 +164,7 @@ int kr__lua_hub_start_stream(kr_vm_t *vm, kr_sr_conn_t *c, const kr_sr_msg_t *m,
         lua_settop(L, base - 1 - pre);
         KR_LOG(KR_LOG_WARN, "hub", "%s: stream '%s' refused: too many fibers",
                kr_hub_path(kr_sr_conn_hub(c)), m->target);
-        for (unsigned i = 0; i < m->nstream_ids; i++) {
-            kr_sr_upload_t *u = kr_sr_upload_find(c, m->stream_ids[i]);
-            if (u)
-                kr_sr_upload_close(u);
-        }
+        kr_sr_uploads_close(c, m);
         char msg[300];
         snprintf(msg, sizeof(msg), "An error occurred on the server while streaming results.");
         send_stream_end(c, m->invocation_id, msg);
