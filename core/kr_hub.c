@@ -825,6 +825,23 @@ void kr__sr_complete_error(kr_sr_conn_t *c, const char *id, const char *error)
     send_records(c, &sb, 1);
 }
 
+void kr_sr_conn_end_stream(kr_sr_conn_t *c, const char *invocation_id, const char *error)
+{
+    if (error != NULL) {
+        kr__sr_complete_error(c, invocation_id, error);
+        return;
+    }
+    if (invocation_id == NULL || c->state != SR_CONNECTED)
+        return;
+    kr_sbuf_t sb;
+    kr_sbuf_init(&sb, 64);
+    if (c->protocol == KR_SR_PROTO_MSGPACK)
+        kr_sr_mp_write_completion_empty(&sb, invocation_id);
+    else
+        kr_sr_json_write_completion_empty(&sb, invocation_id);
+    send_records(c, &sb, 1);
+}
+
 static void complete_error(kr_sr_conn_t *c, const char *id, const char *error)
 {
     kr__sr_complete_error(c, id, error);

@@ -165,6 +165,10 @@ int kr_sr_conn_protocol(const kr_sr_conn_t *c);
  * (stateful reconnect numbers those). Takes sb's content. 0 or KR_ECLOSED. */
 int kr_sr_conn_send_encoded(kr_sr_conn_t *c, kr_sbuf_t *sb, unsigned trackable);
 
+/* Ends a server stream: a Completion without a result, or with error (NULL: none), in the
+ * connection's protocol. Nothing when the connection is no longer open. */
+void kr_sr_conn_end_stream(kr_sr_conn_t *c, const char *invocation_id, const char *error);
+
 /* ---- streams and client results in flight (kr_sr_calls.c) ------------------------------ */
 
 /* Server-to-client streams: the app registers the StreamInvocation it runs; a

@@ -616,7 +616,7 @@ static void refuse(kr_sr_conn_t *c, const kr_sr_msg_t *m, const char *msg)
 {
     kr_sr_uploads_close(c, m);
     if (m->type == KR_SR_STREAM_INVOCATION)
-        kr__lua_hub_stream_fail(c, m->invocation_id, msg);
+        kr_sr_conn_end_stream(c, m->invocation_id, msg);
     else
         kr_sr_conn_complete(c, m->invocation_id, NULL, 0, msg);
 }

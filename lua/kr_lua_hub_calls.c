@@ -36,31 +36,6 @@ typedef struct stream_s {
     int cancelled;    /* the client cancelled it (or the connection ended) */
 } stream_t;
 
-static void send_stream_end(kr_sr_conn_t *c, const char *id, const char *error)
-{
-    if (!kr_sr_conn_is_open(c))
-        return;
-    kr_sbuf_t sb;
-    kr_sbuf_init(&sb, 64);
-    if (kr_sr_conn_protocol(c) == KR_SR_PROTO_MSGPACK) {
-        if (error)
-            kr_sr_mp_write_completion(&sb, id, NULL, 0, error);
-        else
-            kr_sr_mp_write_completion_empty(&sb, id);
-    } else {
-        if (error)
-            kr_sr_json_write_completion(&sb, id, NULL, 0, error);
-        else
-            kr_sr_json_write_completion_empty(&sb, id);
-    }
-    kr_sr_conn_send_encoded(c, &sb, 1);
-}
-
-void kr__lua_hub_stream_fail(kr_sr_conn_t *c, const char *invocation_id, const char *error)
-{
-    send_stream_end(c, invocation_id, error);
-}
-
 static void stream_cancel(kr_sr_conn_t *c, void *ud)
 {
     stream_t *st = ud;
@@ -82,7 +57,7 @@ static void stream_done(kr_fiber_t *f, kr_fiber_status_e status, void *ud)
         char msg[300];
         snprintf(msg, sizeof(msg), "Failed to invoke '%s' because user is unauthorized",
                  st->method);
-        send_stream_end(c, st->id, msg);
+        kr_sr_conn_end_stream(c, st->id, msg);
     } else if (status == KR_FIBER_ERROR) {
         KR_LOG(KR_LOG_ERROR, "hub", "%s: stream '%s' failed: %s", kr_hub_path(kr_sr_conn_hub(c)),
                st->method, f->error);
@@ -90,10 +65,10 @@ static void stream_done(kr_fiber_t *f, kr_fiber_status_e status, void *ud)
         kr__lua_hub_error_text(msg, sizeof(msg),
                                "An error occurred on the server while streaming results.",
                                kr_hub_opts(kr_sr_conn_hub(c))->detailed_errors, f->error);
-        send_stream_end(c, st->id, msg);
+        kr_sr_conn_end_stream(c, st->id, msg);
     } else {
         /* Also after a cancellation: the client ignores it, some servers' clients expect it. */
-        send_stream_end(c, st->id, NULL);
+        kr_sr_conn_end_stream(c, st->id, NULL);
     }
     kr_free(st->id);
     kr_free(st->method);
@@ -155,7 +130,7 @@ int kr__lua_hub_start_stream(kr_vm_t *vm, kr_sr_conn_t *c, const kr_sr_msg_t *m,
             snprintf(msg, sizeof(msg),
                      "An unexpected error occurred invoking '%.200s' on the server.", m->target);
         kr_sr_uploads_close(c, m);
-        send_stream_end(c, m->invocation_id, msg);
+        kr_sr_conn_end_stream(c, m->invocation_id, msg);
         return 0;
     }
     kr_fiber_t *f = kr_fiber_new(vm, "hub stream", stream_done, st);
@@ -167,7 +142,7 @@ int kr__lua_hub_start_stream(kr_vm_t *vm, kr_sr_conn_t *c, const kr_sr_msg_t *m,
         kr_sr_uploads_close(c, m);
         char msg[300];
         snprintf(msg, sizeof(msg), "An error occurred on the server while streaming results.");
-        send_stream_end(c, m->invocation_id, msg);
+        kr_sr_conn_end_stream(c, m->invocation_id, msg);
         return 0;
     }
     st->c = c;

@@ -36,8 +36,6 @@ void kr__lua_hub_close_uploads(kr_sr_conn_t *c, char **ids, unsigned n);
  * and policy, which then call the method). Always returns 0 (the app took the invocation). */
 int kr__lua_hub_start_stream(kr_vm_t *vm, kr_sr_conn_t *c, const kr_sr_msg_t *m, int base,
                              int nargs, int pre);
-/* Ends a StreamInvocation at once with an error Completion. */
-void kr__lua_hub_stream_fail(kr_sr_conn_t *c, const char *invocation_id, const char *error);
 /* Pushes the iterator of upload stream id. */
 void kr__lua_push_upload(lua_State *L, kr_sr_conn_t *c, const char *stream_id);
 /* ctx:invoke(method, ...) */
